@@ -1,0 +1,263 @@
+/*
+ * eco.h - asymmetric stackful coroutines on a libevent event_base.
+ *
+ * Conventions, for every function below unless its comment says otherwise:
+ *  - Functions returning int return 0 (or a count) on success and -1 on
+ *    failure with errno set; functions returning a pointer return NULL on
+ *    failure with errno set.  No function aborts on bad input.
+ *  - Every function acts on the calling thread's runtime (see eco_setup).
+ *    Calling one in a thread without a runtime fails with EPERM.
+ *  - "Blocking" functions (eco_sleep, eco_poll, the socket and channel calls)
+ *    park only the calling coroutine and let the event loop run others.
+ *    Called outside any coroutine they fail with EPERM, with the one
+ *    exception of eco_join (see there).
+ *  - A coroutine belongs to the thread that created it and only runs there.
+ */
+#ifndef ECO_H
+#define ECO_H
+
+#include <poll.h>
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct event_base;
+
+#if defined(__GNUC__) && !defined(ECO_STATIC_BUILD)
+#define ECO_API __attribute__((visibility("default")))
+#else
+#define ECO_API
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Coroutines                                                               */
+/* ------------------------------------------------------------------------ */
+
+typedef struct eco eco_t;
+
+/* The body of a coroutine.  Its return value is handed to eco_join. */
+typedef void *(*eco_fn)(void *arg);
+
+/*
+ * The states of a coroutine.
+ *  INIT     created by eco_create, never run yet.
+ *  ACTIVE   running now (the one eco_self returns).
+ *  STACKED  it resumed another coroutine and waits for that one to yield
+ *           or return.
+ *  PENDING  it yielded, or it is parked in a blocking call.
+ *  DONE     its function returned; eco_join collects the value.
+ */
+typedef enum eco_state {
+    ECO_INIT = 0,
+    ECO_ACTIVE,
+    ECO_STACKED,
+    ECO_PENDING,
+    ECO_DONE,
+} eco_state_t;
+
+/* Longest diagnostic name kept, including the terminating NUL. */
+#define ECO_NAME_MAX 32
+
+/* Attributes for eco_create.  Initialise with eco_attr_init. */
+typedef struct eco_attr {
+    size_t stack_size; /* usable stack bytes; 0: the runtime's default */
+    const char *name;  /* copied (truncated to ECO_NAME_MAX - 1); NULL: none */
+} eco_attr_t;
+
+/* Smallest and largest stack sizes eco_create accepts. */
+#define ECO_STACK_MIN ((size_t)16 * 1024)
+#define ECO_STACK_MAX ((size_t)1 << 30)
+/* Default stack size of a new runtime. */
+#define ECO_STACK_DEFAULT ((size_t)256 * 1024)
+
+/* Sets *attr to the defaults (stack_size 0, name NULL).  Returns 0, or -1
+ * with EINVAL when attr is NULL. */
+ECO_API int eco_attr_init(eco_attr_t *attr);
+
+/*
+ * Creates a coroutine that will run fn(arg), in state INIT.  It does not
+ * run until eco_resume (or, for eco_go, the loop) starts it.
+ *
+ * Its stack is mmap'd (committed by the kernel only as it is touched) with a
+ * guard region below it; a stack of the runtime's default size is taken from
+ * the runtime's pool of finished stacks when one is there.  Running off the
+ * end of the stack prints "eco: stack overflow in coroutine NAME" to stderr
+ * and aborts the process.
+ *
+ * The new coroutine is joinable: eco_join or eco_detach must eventually be
+ * called on it, or its stack is never reclaimed.
+ *
+ * Returns NULL with: EINVAL (fn NULL, stack size out of
+ * [ECO_STACK_MIN, ECO_STACK_MAX]), ENOMEM (no memory or no more mappings),
+ * EPERM (no runtime in this thread).
+ */
+ECO_API eco_t *eco_create(eco_fn fn, void *arg, const eco_attr_t *attr);
+
+/*
+ * Runs co until it yields, parks in a blocking call or returns; then control
+ * comes back here.  co becomes ACTIVE and the caller (a coroutine, or the
+ * thread's own stack) is STACKED while it runs.
+ *
+ * A coroutine parked in a blocking call is resumed by the runtime when its
+ * event comes, from a libevent callback; from then on the loop is its
+ * caller.
+ *
+ * If co returns and is detached it is freed before eco_resume returns.
+ *
+ * Errors: EINVAL (co NULL), EPERM (no runtime, or co belongs to another
+ * thread), EBUSY (co is ACTIVE or STACKED, or parked in a blocking call and so
+ * owned by the runtime), ESRCH (co is DONE).
+ */
+ECO_API int eco_resume(eco_t *co);
+
+/*
+ * Suspends the running coroutine (it becomes PENDING) and returns control to
+ * the one that resumed it.  Returns 0 when the coroutine is resumed again.
+ *
+ * If the coroutine was last resumed by the runtime itself (it was started by
+ * eco_go or woken from a blocking call), there is nobody to return to: the
+ * coroutine is put at the back of the runtime's run queue instead and runs
+ * again after the coroutines already ready, a cooperative "let others run".
+ *
+ * Errors: EPERM (not called from a coroutine).
+ */
+ECO_API int eco_yield(void);
+
+/*
+ * Waits until co is DONE, stores its return value in *retval (when retval is
+ * not NULL) and frees it.
+ *
+ * From a coroutine, the caller parks until co returns.  From the thread's
+ * own stack (outside any coroutine) eco_join runs the event loop
+ * (event_base_loop with EVLOOP_ONCE) until co is done; it fails with EDEADLK
+ * if the loop runs out of events first.
+ *
+ * Errors: EINVAL (co NULL, detached, or already being joined), EDEADLK (co is
+ * the caller or the loop ran dry), EPERM (no runtime, or co belongs to
+ * another thread), EIO (event_base_loop failed; it does, for one, when
+ * eco_join is called from the main stack inside a libevent callback, since
+ * libevent loops do not nest: join from a coroutine there).
+ */
+ECO_API int eco_join(eco_t *co, void **retval);
+
+/*
+ * Marks co detached: it is freed as soon as it returns, and can no longer be
+ * joined.  A co that is already DONE is freed now.  After eco_detach the
+ * handle must not be used again except by the coroutine itself.
+ *
+ * Errors: EINVAL (co NULL, already detached or being joined), EPERM (no
+ * runtime, or co belongs to another thread).
+ */
+ECO_API int eco_detach(eco_t *co);
+
+/*
+ * Go's `go`: creates a detached coroutine running fn(arg) with default
+ * attributes and queues it to be started by the event loop.  Coroutines
+ * started by eco_go begin in the order of the eco_go calls.  It works
+ * before the loop runs: they start when the loop does.
+ *
+ * Errors: as eco_create.
+ */
+ECO_API int eco_go(eco_fn fn, void *arg);
+
+/* eco_go with attributes (NULL: defaults). */
+ECO_API int eco_go_attr(eco_fn fn, void *arg, const eco_attr_t *attr);
+
+/* The running coroutine, or NULL on the thread's own stack or without a
+ * runtime (errno is left alone). */
+ECO_API eco_t *eco_self(void);
+
+/* The state of co.  co must be a live handle (not freed). */
+ECO_API eco_state_t eco_state(const eco_t *co);
+
+/* The name given at creation, or "" when none was given.  Never NULL. */
+ECO_API const char *eco_name(const eco_t *co);
+
+/* A number unique among the coroutines of the process (1, 2, ...). */
+ECO_API unsigned long eco_id(const eco_t *co);
+
+/* ------------------------------------------------------------------------ */
+/* The runtime and the event loop                                           */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Creates this thread's runtime, bound to base.  With base NULL the runtime
+ * creates its own event_base and frees it in eco_teardown.
+ *
+ * Installs, once per process, a SIGSEGV handler that reports coroutine stack
+ * overflows (other faults are passed on to the handler that was there
+ * before), and gives the thread an alternate signal stack if it has none.
+ *
+ * Errors: EEXIST (this thread already has a runtime), ENOMEM.
+ */
+ECO_API int eco_setup(struct event_base *base);
+
+/*
+ * Destroys this thread's runtime: frees pooled stacks and the event_base if
+ * the runtime created it.  Coroutines that have not finished are abandoned
+ * (their stacks are unmapped without running them further), so finish or
+ * join them first.  Does nothing without a runtime.
+ */
+ECO_API void eco_teardown(void);
+
+/* The event_base of this thread's runtime, or NULL without one. */
+ECO_API struct event_base *eco_base(void);
+
+/*
+ * Runs the event loop until no coroutine of this runtime is alive (created
+ * and not DONE).  Other events of the base may keep running meanwhile; they
+ * do not keep eco_loop going by themselves.
+ *
+ * Returns 0 when no coroutine is left.  Errors: EPERM (no runtime, or called
+ * from a coroutine), EDEADLK (coroutines are alive but the base has no event
+ * that could ever wake them, e.g. a coroutine that was created and never
+ * resumed), EIO (event_base_loop failed).
+ */
+ECO_API int eco_loop(void);
+
+/* Sets the default stack size of coroutines created from now on in this
+ * thread.  Errors: EINVAL (out of [ECO_STACK_MIN, ECO_STACK_MAX]), EPERM. */
+ECO_API int eco_set_stack_size(size_t size);
+
+/* Sets how many finished default-size stacks the runtime keeps for reuse
+ * (default 256; 0 disables pooling).  Extra stacks are unmapped at once.
+ * Errors: EPERM. */
+ECO_API int eco_set_pool_limit(size_t n);
+
+/* Counters of this thread's runtime, for tests and monitoring. */
+typedef struct eco_stats {
+    size_t alive;   /* coroutines created and not DONE */
+    size_t stacks;  /* stacks mapped now, in use or pooled */
+    size_t pooled;  /* finished stacks kept for reuse */
+} eco_stats_t;
+
+/* Fills *st.  Errors: EINVAL (st NULL), EPERM (no runtime). */
+ECO_API int eco_stats(eco_stats_t *st);
+
+/*
+ * Parks the running coroutine for at least ms milliseconds (0: goes to the
+ * back of the run queue, letting every ready coroutine run first).
+ * Errors: EINVAL (ms < 0), EPERM (not in a coroutine).
+ */
+ECO_API int eco_sleep(long ms);
+
+/*
+ * Cooperative poll(2): waits until one of the nfds descriptors is ready for
+ * what its events ask (POLLIN, POLLOUT, POLLPRI are honoured; POLLERR and
+ * POLLHUP are always reported) or timeout_ms milliseconds pass (-1: no
+ * limit, 0: just check).  Entries with fd < 0 are ignored and get revents 0.
+ * Sets revents like poll(2) (POLLNVAL for an fd that is not open).
+ *
+ * Returns the number of entries with nonzero revents, 0 on timeout.
+ * Errors: EINVAL (fds NULL with nfds > 0, nfds too large), EPERM (not in a
+ * coroutine), ENOMEM.
+ */
+ECO_API int eco_poll(struct pollfd *fds, nfds_t nfds, long timeout_ms);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ECO_H */

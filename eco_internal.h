@@ -1,0 +1,211 @@
+/*
+ * eco_internal.h - what the library's files share and users never see.
+ *
+ * The coroutine record lives at the top of its own stack mapping, so a
+ * coroutine costs no malloc and a pooled stack brings its record with it.
+ */
+#ifndef ECO_INTERNAL_H
+#define ECO_INTERNAL_H
+
+#include "eco.h"
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct event;
+struct event_base;
+
+#define ECO_HIDDEN __attribute__((visibility("hidden")))
+#define ECO_LIKELY(x) __builtin_expect(!!(x), 1)
+#define ECO_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+/* Sanitizer and Valgrind support, chosen by CMake options. */
+#if defined(ECO_WITH_ASAN)
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
+#if defined(ECO_WITH_TSAN)
+#include <sanitizer/tsan_interface.h>
+#endif
+
+/*
+ * Internal states.  The public ones keep their eco_state_t values; PARKED is
+ * a PENDING coroutine owned by the runtime (waiting in a blocking call or in
+ * the run queue), which eco_resume must refuse.
+ */
+enum {
+    ECO_S_INIT = ECO_INIT,
+    ECO_S_ACTIVE = ECO_ACTIVE,
+    ECO_S_STACKED = ECO_STACKED,
+    ECO_S_PENDING = ECO_PENDING,
+    ECO_S_DONE = ECO_DONE,
+    ECO_S_PARKED = 5,
+};
+
+/* Why a parked coroutine was woken (eco__park's return value). */
+enum {
+    ECO_WAKE_NONE = 0,
+    ECO_WAKE_READY,    /* the awaited thing happened */
+    ECO_WAKE_TIMEOUT,  /* its deadline passed */
+    ECO_WAKE_CLOSED,   /* the fd or channel it waited on was closed */
+    ECO_WAKE_RUN,      /* plain reschedule (eco_go start, yield, sleep 0) */
+};
+
+struct eco_rt;
+
+struct eco {
+    void *sp;              /* saved stack pointer while not running */
+    unsigned char state;   /* ECO_S_* */
+    unsigned char by_loop; /* last resumed by the runtime, not by eco_resume */
+    unsigned char detached;
+    unsigned char timer_set; /* timer has been event_assign'ed */
+    int wake;              /* ECO_WAKE_* once woken, 0 while still parked */
+    struct eco_rt *rt;
+    eco_t *caller;         /* whom yield/park/return switches back to */
+    eco_t *next;           /* run queue or wait queue link */
+    eco_t *joiner;         /* coroutine parked in eco_join on this one */
+    eco_fn fn;
+    void *arg;
+    void *retval;
+    void *wait_data;       /* free for the blocking primitive parking it */
+    unsigned long id;
+    eco_t *all_prev, *all_next; /* every record of the runtime not pooled */
+
+    /* The stack; these survive in the pool. */
+    char *map;             /* start of the mapping (guard region first) */
+    size_t map_size;
+    char *stack_lo;        /* lowest usable byte, just above the guard */
+    size_t stack_size;     /* usable bytes from stack_lo to this record */
+    size_t stack_req;      /* size asked for; pooled by this */
+    size_t guard_size;
+    unsigned valgrind_id;
+    int joined;            /* a joiner from the main stack waits on it */
+    int signaled;          /* set in co's thread when eco__signal reaches it */
+
+#if defined(ECO_WITH_ASAN)
+    const void *asan_bottom; /* stack bounds reported to ASan */
+    size_t asan_size;
+#endif
+#if defined(ECO_WITH_TSAN)
+    void *tsan_fiber;
+#endif
+    char name[ECO_NAME_MAX];
+    struct event *timer;   /* storage right after this record */
+};
+
+/* One runtime per thread. */
+struct eco_rt {
+    eco_t *current;        /* running coroutine, or &main */
+    struct event_base *base;
+    int own_base;
+    int looping;           /* eco_loop is running the base */
+    size_t alive;          /* created and not DONE */
+    size_t stack_size;     /* default for new coroutines */
+
+    /* Ready queue, FIFO: coroutines the runtime will resume from runq_ev. */
+    eco_t *runq_head;
+    eco_t *runq_tail;
+    struct event *runq_ev;
+    int runq_armed;        /* runq_ev is active or scheduled */
+
+    /* Pool of finished default-size stacks (linked through ->next). */
+    eco_t *pool;
+    size_t pooled;
+    size_t pool_limit;
+    size_t stacks;         /* mapped now */
+    eco_t *all;            /* coroutines not yet freed, for teardown */
+
+    unsigned long next_id, id_limit;
+#if defined(ECO_WITH_ASAN)
+    eco_t *switch_from;    /* who switched last, for ASan's bookkeeping */
+#endif
+    /* Wake-ups from other threads (eco__signal): a locked list and an
+     * eventfd watched by notify_ev, written once per burst. */
+    pthread_mutex_t remote_lock;
+    eco_t **remote;        /* pending coroutines, under remote_lock */
+    size_t remote_n, remote_cap;
+    eco_t **spare;         /* the other buffer, owned by the loop */
+    size_t spare_cap;
+    int notify_fd;
+    int notify_pending;    /* under remote_lock: the fd has been written */
+    int notify_added;      /* notify_ev is in the base (owner thread only) */
+    struct event *notify_ev;
+
+    void *altstack;        /* sigaltstack we installed, or NULL */
+    size_t altstack_size;
+    eco_t main;            /* the thread's own stack */
+};
+
+/* This thread's runtime.  initial-exec: a plain %fs/tpidr load, no call. */
+extern __thread struct eco_rt *eco__rt __attribute__((tls_model("initial-exec")));
+
+/* ---- context switch (eco_ctx_*.S) ---- */
+
+/* Saves the callee-saved state on the current stack, stores the stack
+ * pointer in *save, loads load as the stack pointer and restores the state
+ * saved there. */
+ECO_HIDDEN void eco_ctx_switch(void **save, void *load);
+/* Prepares a fresh stack whose top is `top` (16-byte aligned) so that the
+ * first eco_ctx_switch to the returned pointer calls entry(co) with the
+ * alignment the ABI requires at a function's entry. */
+ECO_HIDDEN void *eco_ctx_init(void *top, void (*entry)(eco_t *), eco_t *co);
+
+/* ---- stacks (eco_stack.c) ---- */
+
+/* A coroutine record on a stack of stack_size usable bytes, from the pool
+ * when the size is the runtime's default.  Only the stack fields are set;
+ * NULL with errno ENOMEM on failure. */
+ECO_HIDDEN eco_t *eco__stack_get(struct eco_rt *rt, size_t stack_size);
+/* Returns co's stack to the pool, or unmaps it. */
+ECO_HIDDEN void eco__stack_put(struct eco_rt *rt, eco_t *co);
+/* Unmaps pooled stacks beyond `keep`. */
+ECO_HIDDEN void eco__stack_trim(struct eco_rt *rt, size_t keep);
+/* Unmaps co's stack unconditionally. */
+ECO_HIDDEN void eco__stack_unmap(struct eco_rt *rt, eco_t *co);
+/* Installs the overflow reporter (once per process) and an alternate signal
+ * stack for this thread if it has none.  0, or -1 with errno. */
+ECO_HIDDEN int eco__overflow_setup(struct eco_rt *rt);
+ECO_HIDDEN void eco__overflow_teardown(struct eco_rt *rt);
+
+/* ---- parking and waking, for the blocking primitives (eco.c) ---- */
+
+/*
+ * Parks the running coroutine until eco__wake (or, with a deadline, its
+ * timer).  timeout_ms < 0: no deadline.  Returns the ECO_WAKE_* reason.
+ * The caller must be a coroutine (check with eco__in_coroutine) and must
+ * have put itself where a waker will find it.
+ */
+ECO_HIDDEN int eco__park(long timeout_ms);
+/* Wakes a parked coroutine of this thread with a reason; later wakes of the
+ * same parking are ignored.  It runs from the ready queue, in FIFO order. */
+ECO_HIDDEN void eco__wake(eco_t *co, int reason);
+/* Like eco__wake but resumes co at once when called on the thread's own
+ * stack (from a libevent callback); falls back to eco__wake otherwise. */
+ECO_HIDDEN void eco__wake_now(eco_t *co, int reason);
+
+/*
+ * Signals co from any thread: in co's own thread, sets co->signaled and wakes
+ * co if it is parked.  From another thread the signal travels through co's
+ * runtime (a locked list and one eventfd write per burst), so the waiter
+ * must keep co alive and parked until it sees co->signaled:
+ *     co->signaled = 0; <make co findable by signalers>;
+ *     eco__signal_prepare();
+ *     while (!co->signaled) eco__park(...);   (re-check after a timeout)
+ * Returns 0, or -1 with ENOMEM (the signal could not be queued).
+ */
+ECO_HIDDEN int eco__signal(eco_t *co);
+/* Makes sure this runtime listens for signals from other threads.  Called by
+ * a coroutine before it parks waiting for eco__signal.  0, or -1 with errno. */
+ECO_HIDDEN int eco__signal_prepare(void);
+
+/* The running coroutine, or NULL (errno EPERM) outside any coroutine. */
+static inline eco_t *eco__in_coroutine(void)
+{
+    struct eco_rt *rt = eco__rt;
+    if (ECO_LIKELY(rt != NULL && rt->current != &rt->main))
+        return rt->current;
+    return NULL;
+}
+
+#endif /* ECO_INTERNAL_H */

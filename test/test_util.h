@@ -1,0 +1,41 @@
+/* test_util.h - shared by the Check suites. */
+#ifndef TEST_UTIL_H
+#define TEST_UTIL_H
+
+#include <check.h>
+#include <stdlib.h>
+
+#include "eco.h"
+
+/* Fixtures: a fresh runtime (own base) around every test. */
+static inline void rt_up(void)
+{
+    ck_assert_int_eq(eco_setup(NULL), 0);
+}
+
+static inline void rt_down(void)
+{
+    eco_teardown();
+}
+
+/* Runs a suite; the exit status is what ctest reads. */
+static inline int run_suite(Suite *s)
+{
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+/* A test case with the runtime fixture and a timeout that survives qemu
+ * and sanitizers. */
+static inline TCase *rt_tcase(const char *name)
+{
+    TCase *tc = tcase_create(name);
+    tcase_add_checked_fixture(tc, rt_up, rt_down);
+    tcase_set_timeout(tc, 60);
+    return tc;
+}
+
+#endif
