@@ -38,12 +38,16 @@
 /* 0 = not tried yet, 1 = MADV_GUARD_INSTALL works, 2 = the kernel lacks it. */
 static atomic_int guard_mode;
 
+/* Computed on first use by any thread; racing threads store the same value. */
 static size_t page_size(void)
 {
-    static size_t pg;
-    if (pg == 0)
-        pg = (size_t)sysconf(_SC_PAGESIZE);
-    return pg;
+    static atomic_size_t pg;
+    size_t v = atomic_load_explicit(&pg, memory_order_relaxed);
+    if (v == 0) {
+        v = (size_t)sysconf(_SC_PAGESIZE);
+        atomic_store_explicit(&pg, v, memory_order_relaxed);
+    }
+    return v;
 }
 
 static size_t round_up(size_t n, size_t to)
@@ -54,10 +58,13 @@ static size_t round_up(size_t n, size_t to)
 /* Bytes at the top of each mapping for the coroutine record and its timer. */
 static size_t header_size(void)
 {
-    static size_t hs;
-    if (hs == 0)
-        hs = round_up(round_up(sizeof(struct eco), 16) + event_get_struct_event_size(), 64);
-    return hs;
+    static atomic_size_t hs;
+    size_t v = atomic_load_explicit(&hs, memory_order_relaxed);
+    if (v == 0) {
+        v = round_up(round_up(sizeof(struct eco), 16) + event_get_struct_event_size(), 64);
+        atomic_store_explicit(&hs, v, memory_order_relaxed);
+    }
+    return v;
 }
 
 static int install_guard(char *lo, size_t len)
