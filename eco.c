@@ -97,19 +97,36 @@ static void free_co(struct eco_rt *rt, eco_t *co)
     eco__stack_put(rt, co);
 }
 
-/* Runs co (INIT, PENDING or PARKED) until it comes back.  by_loop: the
- * runtime, not the user, is resuming it. */
-static inline void run(struct eco_rt *rt, eco_t *co, int by_loop)
+/* Makes co (INIT, PENDING or PARKED) the running coroutine, resumed by the
+ * current one; the caller then switches.  by_loop: the runtime, not the
+ * user, is resuming it. */
+static inline eco_t *enter(struct eco_rt *rt, eco_t *co, int by_loop)
 {
     eco_t *cur = rt->current;
-    co->caller = cur;
-    co->by_loop = (unsigned char)by_loop;
-    cur->state = ECO_S_STACKED;
+    /* state and by_loop are adjacent bytes: one store when constant. */
     co->state = ECO_S_ACTIVE;
+    co->by_loop = (unsigned char)by_loop;
+    co->caller = cur;
+    cur->state = ECO_S_STACKED;
     rt->current = co;
+    return cur;
+}
+
+/* Runs co until it comes back. */
+static inline void run(struct eco_rt *rt, eco_t *co, int by_loop)
+{
+    eco_t *cur = enter(rt, co, by_loop);
     ctx_switch(rt, cur, co);
-    if (ECO_UNLIKELY(co->state == ECO_S_DONE) && co->detached)
-        free_co(rt, co);
+}
+
+/* Frees the finished detached coroutine left by co_main, if any.  Never
+ * called on that coroutine's own stack. */
+static inline void reap(struct eco_rt *rt)
+{
+    if (ECO_UNLIKELY(rt->zombie != NULL)) {
+        free_co(rt, rt->zombie);
+        rt->zombie = NULL;
+    }
 }
 
 /* First and last frame of every coroutine (called by eco_ctx_start). */
@@ -122,6 +139,12 @@ static void co_main(eco_t *co)
     co->retval = co->fn(co->arg);
     co->state = ECO_S_DONE;
     rt->alive--;
+    /* A detached coroutine cannot free the stack it runs on: it is left for
+     * the next reap (the next finish, create, or teardown). */
+    if (co->detached) {
+        reap(rt);
+        rt->zombie = co;
+    }
     if (co->joiner != NULL)
         eco__wake(co->joiner, ECO_WAKE_READY);
     if (rt->alive == 0) {
@@ -338,6 +361,7 @@ eco_t *eco_create(eco_fn fn, void *arg, const eco_attr_t *attr)
         errno = EPERM;
         return NULL;
     }
+    reap(rt); /* its stack is the warmest one to reuse */
     size_t size = rt->stack_size;
     const char *name = NULL;
     if (attr != NULL) {
@@ -399,7 +423,8 @@ eco_t *eco_create(eco_fn fn, void *arg, const eco_attr_t *attr)
 
 #define RESUMABLE ((1u << ECO_S_INIT) | (1u << ECO_S_PENDING))
 
-static int resume_error(const eco_t *co, const struct eco_rt *rt)
+/* Out of line, so the fast path of eco_resume needs no stack frame. */
+static __attribute__((noinline, cold)) int resume_error(const eco_t *co, const struct eco_rt *rt)
 {
     if (co == NULL)
         errno = EINVAL;
@@ -415,9 +440,33 @@ static int resume_error(const eco_t *co, const struct eco_rt *rt)
 int eco_resume(eco_t *co)
 {
     struct eco_rt *rt = eco__rt;
-    if (ECO_UNLIKELY(co == NULL || rt == NULL || co->rt != rt || !((1u << co->state) & RESUMABLE)))
+    /* co->rt is never NULL, so the third test also catches rt == NULL. */
+    if (ECO_UNLIKELY(co == NULL || co->rt != rt || !((1u << co->state) & RESUMABLE)))
         return resume_error(co, rt);
-    run(rt, co, 0);
+    eco_t *cur = enter(rt, co, 0);
+#if defined(ECO_WITH_ASAN) || defined(ECO_WITH_TSAN)
+    ctx_switch(rt, cur, co);
+    return 0;
+#else
+    /* A tail call: the switch back lands straight in our caller. */
+    return eco_ctx_switch(&cur->sp, co->sp);
+#endif
+}
+
+static __attribute__((noinline, cold)) int fail_eperm(void)
+{
+    errno = EPERM;
+    return -1;
+}
+
+/* eco_yield in a coroutine the runtime resumed: nobody to return to, so it
+ * takes a turn at the back of the run queue. */
+static __attribute__((noinline)) int yield_to_loop(struct eco_rt *rt, eco_t *co)
+{
+    co->state = ECO_S_PARKED;
+    co->wake = ECO_WAKE_RUN;
+    runq_push(rt, co);
+    switch_back(rt, co);
     return 0;
 }
 
@@ -425,21 +474,20 @@ int eco_yield(void)
 {
     struct eco_rt *rt = eco__rt;
     eco_t *co;
-    if (ECO_UNLIKELY(rt == NULL || (co = rt->current) == &rt->main)) {
-        errno = EPERM;
-        return -1;
-    }
-    if (ECO_UNLIKELY(co->by_loop)) {
-        /* Nobody to return to: take a turn at the back of the run queue. */
-        co->state = ECO_S_PARKED;
-        co->wake = ECO_WAKE_RUN;
-        runq_push(rt, co);
-        switch_back(rt, co);
-        return 0;
-    }
+    if (ECO_UNLIKELY(rt == NULL || (co = rt->current) == &rt->main))
+        return fail_eperm();
+    if (ECO_UNLIKELY(co->by_loop))
+        return yield_to_loop(rt, co);
     co->state = ECO_S_PENDING;
-    switch_back(rt, co);
+    eco_t *to = co->caller;
+    rt->current = to;
+    to->state = ECO_S_ACTIVE;
+#if defined(ECO_WITH_ASAN) || defined(ECO_WITH_TSAN)
+    ctx_switch(rt, co, to);
     return 0;
+#else
+    return eco_ctx_switch(&co->sp, to->sp);
+#endif
 }
 
 /* Checks shared by join and detach.  0 or an errno value. */
@@ -608,6 +656,7 @@ void eco_teardown(void)
     struct eco_rt *rt = eco__rt;
     if (rt == NULL || rt->current != &rt->main)
         return;
+    reap(rt);
     /* Abandon what never finished; their timers must leave the base. */
     while (rt->all != NULL) {
         eco_t *co = rt->all;
@@ -679,6 +728,7 @@ int eco_set_stack_size(size_t size)
         return -1;
     }
     if (size != rt->stack_size) {
+        reap(rt);
         eco__stack_trim(rt, 0); /* pooled stacks have the old size */
         rt->stack_size = size;
     }
@@ -693,6 +743,7 @@ int eco_set_pool_limit(size_t n)
         return -1;
     }
     rt->pool_limit = n;
+    reap(rt);
     eco__stack_trim(rt, n);
     return 0;
 }
@@ -704,6 +755,7 @@ int eco_stats(eco_stats_t *st)
         errno = st == NULL ? EINVAL : EPERM;
         return -1;
     }
+    reap(rt);
     st->alive = rt->alive;
     st->stacks = rt->stacks;
     st->pooled = rt->pooled;

@@ -24,7 +24,7 @@
 
         .text
 
-/* void eco_ctx_switch(void **save, void *load)   x0 = save, x1 = load */
+/* int eco_ctx_switch(void **save, void *load)   x0 = save, x1 = load */
         .globl  eco_ctx_switch
         .hidden eco_ctx_switch
         .type   eco_ctx_switch, %function
@@ -62,9 +62,14 @@ eco_ctx_switch:
         ldp     d12, d13, [sp, #128]
         ldp     d14, d15, [sp, #144]
         add     sp, sp, #160
-        /* To the target's own call of eco_ctx_switch, or, on a fresh
-         * stack, to eco_ctx_start (x30 as set by eco_ctx_init). */
-        ret
+        /* To the target's own call of eco_ctx_switch (or of the function
+         * that tail-called it), or, on a fresh stack, to eco_ctx_start (x30
+         * as set by eco_ctx_init), returning 0: eco_resume and eco_yield
+         * return our value.  `br` rather than `ret`: a `ret` is predicted
+         * from the return stack, which holds this side's return address,
+         * never the other side's. */
+        mov     w0, #0
+        br      x30
         .cfi_endproc
         .size   eco_ctx_switch, .-eco_ctx_switch
 

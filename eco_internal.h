@@ -115,6 +115,8 @@ struct eco_rt {
     size_t pool_limit;
     size_t stacks;         /* mapped now */
     eco_t *all;            /* coroutines not yet freed, for teardown */
+    eco_t *zombie;         /* a finished detached coroutine, freed later:
+                              not while its own stack is running */
 
     unsigned long next_id, id_limit;
 #if defined(ECO_WITH_ASAN)
@@ -144,8 +146,8 @@ extern __thread struct eco_rt *eco__rt __attribute__((tls_model("initial-exec"))
 
 /* Saves the callee-saved state on the current stack, stores the stack
  * pointer in *save, loads load as the stack pointer and restores the state
- * saved there. */
-ECO_HIDDEN void eco_ctx_switch(void **save, void *load);
+ * saved there.  Returns 0 when this side is switched back to. */
+ECO_HIDDEN int eco_ctx_switch(void **save, void *load);
 /* Prepares a fresh stack whose top is `top` (16-byte aligned) so that the
  * first eco_ctx_switch to the returned pointer calls entry(co) with the
  * alignment the ABI requires at a function's entry. */
