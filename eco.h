@@ -198,7 +198,8 @@ ECO_API int eco_setup(struct event_base *base);
  * Destroys this thread's runtime: frees pooled stacks and the event_base if
  * the runtime created it.  Coroutines that have not finished are abandoned
  * (their stacks are unmapped without running them further), so finish or
- * join them first.  Does nothing without a runtime.
+ * join them first.  Does nothing without a runtime, or when called from a
+ * coroutine (it must run on the thread's own stack).
  */
 ECO_API void eco_teardown(void);
 

@@ -242,8 +242,11 @@ static void on_segv(int sig, siginfo_t *si, void *uctx)
         prev_segv.sa_handler(sig);
         return;
     }
-    /* Default action: restore it and let the faulting instruction re-run. */
+    /* Default action: restore it and let the faulting instruction re-run;
+     * a SIGSEGV sent by kill() has no instruction to re-run, so re-send. */
     signal(SIGSEGV, SIG_DFL);
+    if (si->si_code <= 0)
+        raise(SIGSEGV);
 }
 
 static void install_segv(void)
