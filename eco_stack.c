@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <event2/event.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -35,7 +36,8 @@
 
 #define GUARD_BYTES ((size_t)16 * 1024) /* at least one page; see guard_size */
 
-/* 0 = not tried yet, 1 = MADV_GUARD_INSTALL works, 2 = the kernel lacks it. */
+/* 0 = not tried yet, 1 = MADV_GUARD_INSTALL works, 2 = it is missing or
+ * has no effect. */
 static atomic_int guard_mode;
 
 /* Computed on first use by any thread; racing threads store the same value. */
@@ -67,19 +69,45 @@ static size_t header_size(void)
     return v;
 }
 
+/* Does the guard just installed at lo really fault?  Emulators (qemu-user)
+ * answer 0 to every madvise and do nothing.  The kernel reports a guard
+ * region it is asked to copy from as EFAULT, so a one-byte write into a pipe
+ * tells.  1 = it guards, 0 = it does not, -1 = cannot tell (no fds). */
+static int guard_faults(const char *lo)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0)
+        return -1;
+    ssize_t n = write(p[1], lo, 1);
+    int e = errno;
+    close(p[0]);
+    close(p[1]);
+    return n < 0 && e == EFAULT;
+}
+
 static int install_guard(char *lo, size_t len)
 {
     /* ECO_NO_GUARD_INSTALL=1 forces the fallback, so tests reach it; read
      * per mapping, which already costs a system call or two. */
     const char *env = getenv("ECO_NO_GUARD_INSTALL");
     int forced = env != NULL && env[0] == '1';
-    if (!forced && atomic_load_explicit(&guard_mode, memory_order_relaxed) != 2) {
+    int mode = atomic_load_explicit(&guard_mode, memory_order_relaxed);
+    if (!forced && mode != 2) {
+        int saved = errno;
         if (madvise(lo, len, MADV_GUARD_INSTALL) == 0) {
-            atomic_store_explicit(&guard_mode, 1, memory_order_relaxed);
-            return 0;
-        }
-        if (errno != EINVAL)
+            if (mode == 1)
+                return 0;
+            int ok = guard_faults(lo);
+            errno = saved;
+            if (ok != 0) {
+                if (ok == 1)
+                    atomic_store_explicit(&guard_mode, 1, memory_order_relaxed);
+                return 0;
+            }
+        } else if (errno != EINVAL) {
             return -1;
+        }
+        errno = saved;
         atomic_store_explicit(&guard_mode, 2, memory_order_relaxed);
     }
     return mprotect(lo, len, PROT_NONE);

@@ -55,132 +55,140 @@ START_TEST(pingpong_keeps_locals)
 END_TEST
 
 /* ---- callee-saved registers survive a switch ----
- * The caller loads marker values into every callee-saved register, resumes
- * a coroutine that overwrites all of them, and checks them on return, all
- * inside one asm block so the compiler cannot save them for us.  A switch
- * that forgets any of them fails here. */
+ * Both sides load their own marker values into every callee-saved register
+ * and switch (the caller through eco_resume, the coroutine through
+ * eco_yield) inside one asm block, so the compiler cannot save them for us,
+ * then check the markers once the switch returns.  A switch that forgets
+ * any register fails here, whichever side it breaks. */
 
-static void clobber_callee_saved(void)
-{
 #if defined(__x86_64__)
-    __asm__ volatile("movq $-1, %%rbx\n\t"
-                     "movq $-2, %%r12\n\t"
-                     "movq $-3, %%r13\n\t"
-                     "movq $-4, %%r14\n\t"
-                     "movq $-5, %%r15\n\t" ::
-                         : "rbx", "r12", "r13", "r14", "r15");
+#define REG_CHECK_ONE(reg, val, bit)                                           \
+    "movabsq $" val ", %%rdx\n\t cmpq %%rdx, %%" reg "\n\t setne %%al\n\t"     \
+    "movzbl %%al, %%eax\n\t shll $" bit ", %%eax\n\t orl %%eax, %%ecx\n\t"
+/* P is 15 hex digits; the last digit names the register. */
+#define REG_SWITCH(P)                                                          \
+    __asm__ volatile(                                                          \
+        "subq $128, %%rsp\n\t" /* step over our caller's red zone */           \
+        "pushq %%rbp\n\t"                                                      \
+        "movq %%rsp, %%rax\n\t"                                                \
+        "andq $-16, %%rsp\n\t"                                                 \
+        "pushq %%rax\n\t"                                                      \
+        "pushq %%rax\n\t"                                                      \
+        "movabsq $" P "1, %%rbx\n\t"                                           \
+        "movabsq $" P "2, %%r12\n\t"                                           \
+        "movabsq $" P "3, %%r13\n\t"                                           \
+        "movabsq $" P "4, %%r14\n\t"                                           \
+        "movabsq $" P "5, %%r15\n\t"                                           \
+        "movabsq $" P "6, %%rbp\n\t"                                           \
+        "call *%%rsi\n\t"                                                      \
+        "xorl %%ecx, %%ecx\n\t"                                                \
+        REG_CHECK_ONE("rbx", P "1", "0")                                       \
+        REG_CHECK_ONE("r12", P "2", "1")                                       \
+        REG_CHECK_ONE("r13", P "3", "2")                                       \
+        REG_CHECK_ONE("r14", P "4", "3")                                       \
+        REG_CHECK_ONE("r15", P "5", "4")                                       \
+        REG_CHECK_ONE("rbp", P "6", "5")                                       \
+        "popq %%rax\n\t"                                                       \
+        "popq %%rax\n\t"                                                       \
+        "movq %%rax, %%rsp\n\t"                                                \
+        "popq %%rbp\n\t"                                                       \
+        "addq $128, %%rsp\n\t"                                                 \
+        "movl %%ecx, %%eax\n\t"                                                \
+        : "=&a"(bad), "+D"(co), "+S"(fn)                                       \
+        :                                                                      \
+        : "rcx", "rdx", "r8", "r9", "r10", "r11", "rbx", "r12", "r13", "r14",  \
+          "r15", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6",       \
+          "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", \
+          "xmm15", "memory", "cc")
 #elif defined(__aarch64__)
-    __asm__ volatile("mov x19, #1\n\t mov x20, #2\n\t mov x21, #3\n\t mov x22, #4\n\t"
-                     "mov x23, #5\n\t mov x24, #6\n\t mov x25, #7\n\t mov x26, #8\n\t"
-                     "mov x27, #9\n\t mov x28, #10\n\t"
-                     "fmov d8, xzr\n\t fmov d9, xzr\n\t fmov d10, xzr\n\t fmov d11, xzr\n\t"
-                     "fmov d12, xzr\n\t fmov d13, xzr\n\t fmov d14, xzr\n\t fmov d15, xzr\n\t" ::
-                         : "x19", "x20", "x21", "x22", "x23", "x24", "x25", "x26", "x27",
-                           "x28", "d8", "d9", "d10", "d11", "d12", "d13", "d14", "d15");
+#define REG_CHECK_X(n, P, bit)                                                 \
+    "mov x10, #0x" P #n "\n\t cmp x" #n ", x10\n\t cset x10, ne\n\t"          \
+    "orr x9, x9, x10, lsl #" #bit "\n\t"
+#define REG_CHECK_D(n, v, bit)                                                 \
+    "fmov d0, #" v "\n\t fcmp d" #n ", d0\n\t cset x10, ne\n\t"                \
+    "orr x9, x9, x10, lsl #" #bit "\n\t"
+/* P is one digit; x19 gets 0xP19, d8 gets P1.0, d15 gets P8.0. */
+#define REG_SWITCH(P)                                                          \
+    __asm__ volatile(                                                          \
+        "stp x29, x30, [sp, #-16]!\n\t"                                        \
+        "mov x19, #0x" P "19\n\t mov x20, #0x" P "20\n\t"                     \
+        "mov x21, #0x" P "21\n\t mov x22, #0x" P "22\n\t"                     \
+        "mov x23, #0x" P "23\n\t mov x24, #0x" P "24\n\t"                     \
+        "mov x25, #0x" P "25\n\t mov x26, #0x" P "26\n\t"                     \
+        "mov x27, #0x" P "27\n\t mov x28, #0x" P "28\n\t"                     \
+        "mov x29, #0x" P "29\n\t"                                              \
+        "fmov d8, #" P "1.0\n\t fmov d9, #" P "2.0\n\t"                        \
+        "fmov d10, #" P "3.0\n\t fmov d11, #" P "4.0\n\t"                      \
+        "fmov d12, #" P "5.0\n\t fmov d13, #" P "6.0\n\t"                      \
+        "fmov d14, #" P "7.0\n\t fmov d15, #" P "8.0\n\t"                      \
+        "blr x1\n\t"                                                           \
+        "mov x9, #0\n\t"                                                       \
+        REG_CHECK_X(19, P, 0) REG_CHECK_X(20, P, 1) REG_CHECK_X(21, P, 2)     \
+        REG_CHECK_X(22, P, 3) REG_CHECK_X(23, P, 4) REG_CHECK_X(24, P, 5)     \
+        REG_CHECK_X(25, P, 6) REG_CHECK_X(26, P, 7) REG_CHECK_X(27, P, 8)     \
+        REG_CHECK_X(28, P, 9) REG_CHECK_X(29, P, 10)                          \
+        REG_CHECK_D(8, P "1.0", 11) REG_CHECK_D(9, P "2.0", 12)               \
+        REG_CHECK_D(10, P "3.0", 13) REG_CHECK_D(11, P "4.0", 14)             \
+        REG_CHECK_D(12, P "5.0", 15) REG_CHECK_D(13, P "6.0", 16)             \
+        REG_CHECK_D(14, P "7.0", 17) REG_CHECK_D(15, P "8.0", 18)             \
+        "ldp x29, x30, [sp], #16\n\t"                                          \
+        "mov x0, x9\n\t"                                                       \
+        : "+r"(x0), "+r"(x1)                                                   \
+        :                                                                      \
+        : "x2", "x3", "x4", "x5", "x6", "x7", "x8", "x9", "x10", "x11", "x12", \
+          "x13", "x14", "x15", "x16", "x17", "x18", "x19", "x20", "x21",       \
+          "x22", "x23", "x24", "x25", "x26", "x27", "x28", "x30", "d0", "d1",  \
+          "d2", "d3", "d4", "d5", "d6", "d7", "d8", "d9", "d10", "d11", "d12", \
+          "d13", "d14", "d15", "d16", "d17", "d18", "d19", "d20", "d21",       \
+          "d22", "d23", "d24", "d25", "d26", "d27", "d28", "d29", "d30", "d31", \
+          "memory", "cc")
 #endif
-}
 
-static void *clobber_body(void *arg)
-{
-    (void)arg;
-    for (int i = 0; i < 3; i++) {
-        clobber_callee_saved();
-        eco_yield();
-    }
-    clobber_callee_saved();
-    return NULL;
-}
-
-/* Returns a bit mask of the callee-saved registers that did not survive
- * eco_resume(co). */
-static long resume_checking_registers(eco_t *co)
+/* Calls fn(co) (eco_resume, or eco_yield which ignores co) with the
+ * callee-saved registers holding side's markers; returns a bit mask of the
+ * registers that did not survive the call. */
+static long switch_checking_registers(void *fn, eco_t *co, int side)
 {
     long bad = 0;
 #if defined(__x86_64__)
-    __asm__ volatile(
-        "subq $128, %%rsp\n\t" /* step over our caller's red zone */
-        "pushq %%rbp\n\t"
-        "movq %%rsp, %%rax\n\t"
-        "andq $-16, %%rsp\n\t"
-        "pushq %%rax\n\t"
-        "pushq %%rax\n\t"
-        "movabsq $0x1111111111111111, %%rbx\n\t"
-        "movabsq $0x2222222222222222, %%r12\n\t"
-        "movabsq $0x3333333333333333, %%r13\n\t"
-        "movabsq $0x4444444444444444, %%r14\n\t"
-        "movabsq $0x5555555555555555, %%r15\n\t"
-        "movabsq $0x6666666666666666, %%rbp\n\t"
-        "call eco_resume@PLT\n\t"
-        "xorl %%ecx, %%ecx\n\t"
-        "movabsq $0x1111111111111111, %%rdx\n\t cmpq %%rdx, %%rbx\n\t setne %%al\n\t orb %%al, %%cl\n\t"
-        "movabsq $0x2222222222222222, %%rdx\n\t cmpq %%rdx, %%r12\n\t setne %%al\n\t shlb $1, %%al\n\t orb %%al, %%cl\n\t"
-        "movabsq $0x3333333333333333, %%rdx\n\t cmpq %%rdx, %%r13\n\t setne %%al\n\t shlb $2, %%al\n\t orb %%al, %%cl\n\t"
-        "movabsq $0x4444444444444444, %%rdx\n\t cmpq %%rdx, %%r14\n\t setne %%al\n\t shlb $3, %%al\n\t orb %%al, %%cl\n\t"
-        "movabsq $0x5555555555555555, %%rdx\n\t cmpq %%rdx, %%r15\n\t setne %%al\n\t shlb $4, %%al\n\t orb %%al, %%cl\n\t"
-        "movabsq $0x6666666666666666, %%rdx\n\t cmpq %%rdx, %%rbp\n\t setne %%al\n\t shlb $5, %%al\n\t orb %%al, %%cl\n\t"
-        "popq %%rax\n\t"
-        "popq %%rax\n\t"
-        "movq %%rax, %%rsp\n\t"
-        "popq %%rbp\n\t"
-        "addq $128, %%rsp\n\t"
-        "movzbq %%cl, %%rax\n\t"
-        : "=&a"(bad), "+D"(co)
-        :
-        : "rcx", "rdx", "rsi", "r8", "r9", "r10", "r11", "rbx", "r12", "r13", "r14",
-          "r15", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8",
-          "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "memory", "cc");
+    if (side == 0)
+        REG_SWITCH("0x111111111111111");
+    else
+        REG_SWITCH("0x777777777777777");
 #elif defined(__aarch64__)
-    register eco_t *x0 __asm__("x0") = co;
-    __asm__ volatile(
-        "stp x29, x30, [sp, #-16]!\n\t"
-        "mov x19, #0x19\n\t mov x20, #0x20\n\t mov x21, #0x21\n\t mov x22, #0x22\n\t"
-        "mov x23, #0x23\n\t mov x24, #0x24\n\t mov x25, #0x25\n\t mov x26, #0x26\n\t"
-        "mov x27, #0x27\n\t mov x28, #0x28\n\t mov x29, #0x29\n\t"
-        "fmov d8, #1.0\n\t fmov d9, #2.0\n\t fmov d10, #3.0\n\t fmov d11, #4.0\n\t"
-        "fmov d12, #5.0\n\t fmov d13, #6.0\n\t fmov d14, #7.0\n\t fmov d15, #8.0\n\t"
-        "bl eco_resume\n\t"
-        "mov x9, #0\n\t"
-        "cmp x19, #0x19\n\t cset x10, ne\n\t orr x9, x9, x10\n\t"
-        "cmp x20, #0x20\n\t cset x10, ne\n\t orr x9, x9, x10, lsl #1\n\t"
-        "cmp x21, #0x21\n\t cset x10, ne\n\t orr x9, x9, x10, lsl #2\n\t"
-        "cmp x22, #0x22\n\t cset x10, ne\n\t orr x9, x9, x10, lsl #3\n\t"
-        "cmp x23, #0x23\n\t cset x10, ne\n\t orr x9, x9, x10, lsl #4\n\t"
-        "cmp x24, #0x24\n\t cset x10, ne\n\t orr x9, x9, x10, lsl #5\n\t"
-        "cmp x25, #0x25\n\t cset x10, ne\n\t orr x9, x9, x10, lsl #6\n\t"
-        "cmp x26, #0x26\n\t cset x10, ne\n\t orr x9, x9, x10, lsl #7\n\t"
-        "cmp x27, #0x27\n\t cset x10, ne\n\t orr x9, x9, x10, lsl #8\n\t"
-        "cmp x28, #0x28\n\t cset x10, ne\n\t orr x9, x9, x10, lsl #9\n\t"
-        "cmp x29, #0x29\n\t cset x10, ne\n\t orr x9, x9, x10, lsl #10\n\t"
-        "fmov d0, #1.0\n\t fcmp d8, d0\n\t cset x10, ne\n\t orr x9, x9, x10, lsl #11\n\t"
-        "fmov d0, #2.0\n\t fcmp d9, d0\n\t cset x10, ne\n\t orr x9, x9, x10, lsl #12\n\t"
-        "fmov d0, #3.0\n\t fcmp d10, d0\n\t cset x10, ne\n\t orr x9, x9, x10, lsl #13\n\t"
-        "fmov d0, #4.0\n\t fcmp d11, d0\n\t cset x10, ne\n\t orr x9, x9, x10, lsl #14\n\t"
-        "fmov d0, #5.0\n\t fcmp d12, d0\n\t cset x10, ne\n\t orr x9, x9, x10, lsl #15\n\t"
-        "fmov d0, #6.0\n\t fcmp d13, d0\n\t cset x10, ne\n\t orr x9, x9, x10, lsl #16\n\t"
-        "fmov d0, #7.0\n\t fcmp d14, d0\n\t cset x10, ne\n\t orr x9, x9, x10, lsl #17\n\t"
-        "fmov d0, #8.0\n\t fcmp d15, d0\n\t cset x10, ne\n\t orr x9, x9, x10, lsl #18\n\t"
-        "ldp x29, x30, [sp], #16\n\t"
-        "mov %0, x9\n\t"
-        : "=r"(bad), "+r"(x0)
-        :
-        : "x1", "x2", "x3", "x4", "x5", "x6", "x7", "x8", "x9", "x10", "x11", "x12", "x13",
-          "x14", "x15", "x16", "x17", "x18", "x19", "x20", "x21", "x22", "x23", "x24", "x25",
-          "x26", "x27", "x28", "x30", "d0", "d1", "d2", "d3", "d4", "d5", "d6", "d7", "d8",
-          "d9", "d10", "d11", "d12", "d13", "d14", "d15", "d16", "d17", "d18", "d19", "d20",
-          "d21", "d22", "d23", "d24", "d25", "d26", "d27", "d28", "d29", "d30", "d31", "memory",
-          "cc");
+    /* Every other general register is clobbered, so x0 carries co in and
+     * the result out. */
+    register long x0 __asm__("x0") = (long)co;
+    register void *x1 __asm__("x1") = fn;
+    if (side == 0)
+        REG_SWITCH("1");
+    else
+        REG_SWITCH("2");
+    bad = x0;
 #else
-    ck_assert_int_eq(eco_resume(co), 0);
+    (void)fn;
+    (void)side;
+    ck_assert_int_eq(co != NULL ? eco_resume(co) : eco_yield(), 0);
 #endif
     return bad;
 }
 
+static void *register_checking_body(void *arg)
+{
+    long *co_bad = arg;
+    for (int i = 0; i < 3; i++)
+        *co_bad |= switch_checking_registers((void *)eco_yield, NULL, 1);
+    return NULL;
+}
+
 START_TEST(callee_saved_registers_survive)
 {
-    eco_t *co = eco_create(clobber_body, NULL, NULL);
+    long co_bad = 0;
+    eco_t *co = eco_create(register_checking_body, &co_bad, NULL);
     ck_assert_ptr_nonnull(co);
     for (int i = 0; i < 4; i++)
-        ck_assert_int_eq(resume_checking_registers(co), 0);
+        ck_assert_int_eq(switch_checking_registers((void *)eco_resume, co, 0), 0);
+    ck_assert_int_eq(co_bad, 0);
     ck_assert_int_eq(eco_state(co), ECO_DONE);
     ck_assert_int_eq(eco_join(co, NULL), 0);
 }

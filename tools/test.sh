@@ -57,8 +57,9 @@ for f in $FLAVOURS; do
         sh tools/deps.sh valgrind
         build_and_test valgrind -DECO_VALGRIND=ON ;;
     aarch64)
-        aarch64_env
-        build_and_test aarch64 -DCMAKE_TOOLCHAIN_FILE="$ROOT/cmake/aarch64-linux-gnu.cmake" ;;
+        # A subshell, so its PKG_CONFIG_PATH does not reach later flavours.
+        (aarch64_env
+         build_and_test aarch64 -DCMAKE_TOOLCHAIN_FILE="$ROOT/cmake/aarch64-linux-gnu.cmake") ;;
     *) echo "unknown flavour $f" >&2; exit 2 ;;
     esac
 done
