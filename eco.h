@@ -261,6 +261,121 @@ ECO_API int eco_poll(struct pollfd *fds, nfds_t nfds, long timeout_ms);
 /* Sockets (eco_socket.c)                                                   */
 /* ------------------------------------------------------------------------ */
 
+/*
+ * The calls below take the arguments of their POSIX namesakes and report
+ * errors the same way (-1 and errno), but park only the calling coroutine
+ * where the POSIX call would block.  Besides the POSIX errors:
+ *  - EPERM: called outside a coroutine (eco_socket, eco_close and
+ *    eco_fd_timeout work anywhere in a thread with a runtime).
+ *  - EBADF: fd is negative or not open, or was closed with eco_close while
+ *    the call was parked (every parked call on it is woken with EBADF).
+ *  - ETIMEDOUT: the fd's timeout for that direction (eco_fd_timeout) ran
+ *    out.  Nothing was transferred and the fd stays usable.
+ *  - EFAULT: a NULL buffer with a nonzero length.
+ * EINTR is retried.  An fd first seen by libeco is switched to O_NONBLOCK
+ * (the flag is shared with every duplicate of the fd), so no call ever
+ * blocks the thread.  Writes on sockets never raise SIGPIPE: they fail with
+ * EPIPE.  Waiters on one fd and direction are served first-in first-out;
+ * a reader and a writer of one fd do not wait for each other.
+ *
+ * libeco keeps one edge-triggered libevent event per fd it waited on, from
+ * the first wait until eco_close.  Close such fds with eco_close, not
+ * close(2), and do not add your own level-triggered event for the same fd
+ * to the same event_base (libevent refuses to mix the two).
+ */
+
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+/* Directions, for eco_fd_timeout, eco_fd_lock and eco_fd_unlock. */
+#define ECO_RD 1
+#define ECO_WR 2
+
+/* socket(2), with SOCK_NONBLOCK and SOCK_CLOEXEC added. */
+ECO_API int eco_socket(int domain, int type, int protocol);
+
+/* accept(2); the new fd is nonblocking and close-on-exec.  Honours the read
+ * timeout of the listening fd.  ECONNABORTED is retried. */
+ECO_API int eco_accept(int fd, struct sockaddr *addr, socklen_t *addrlen);
+
+/* connect(2), completed: an in-progress connect is awaited and its outcome
+ * (SO_ERROR) reported, e.g. ECONNREFUSED.  Honours the write timeout; after
+ * ETIMEDOUT the connect may still be in progress: close the fd. */
+ECO_API int eco_connect(int fd, const struct sockaddr *addr, socklen_t addrlen);
+
+/* read(2), readv(2), recv(2), recvfrom(2), recvmsg(2): read timeout. */
+ECO_API ssize_t eco_read(int fd, void *buf, size_t len);
+ECO_API ssize_t eco_readv(int fd, const struct iovec *iov, int iovcnt);
+ECO_API ssize_t eco_recv(int fd, void *buf, size_t len, int flags);
+ECO_API ssize_t eco_recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *addr,
+                             socklen_t *addrlen);
+ECO_API ssize_t eco_recvmsg(int fd, struct msghdr *msg, int flags);
+
+/* write(2), writev(2), send(2), sendto(2), sendmsg(2): write timeout.  Like
+ * their namesakes they may transfer less than asked; eco_write_full does
+ * not. */
+ECO_API ssize_t eco_write(int fd, const void *buf, size_t len);
+ECO_API ssize_t eco_writev(int fd, const struct iovec *iov, int iovcnt);
+ECO_API ssize_t eco_send(int fd, const void *buf, size_t len, int flags);
+ECO_API ssize_t eco_sendto(int fd, const void *buf, size_t len, int flags,
+                           const struct sockaddr *addr, socklen_t addrlen);
+ECO_API ssize_t eco_sendmsg(int fd, const struct msghdr *msg, int flags);
+
+/*
+ * Whole buffers: eco_read_full reads until n bytes or end of file,
+ * eco_write_full writes all n bytes.  Each holds the direction (as
+ * eco_fd_lock) for its whole duration, so concurrent whole-buffer calls on
+ * one fd never interleave; the fd's timeout bounds the whole call.
+ *
+ * Returns n on success.  A shorter count means end of file (errno 0) or an
+ * error after part of the buffer was transferred (errno says which; the
+ * count tells how much was).  -1 with errno when nothing was transferred.
+ */
+ECO_API ssize_t eco_read_full(int fd, void *buf, size_t n);
+ECO_API ssize_t eco_write_full(int fd, const void *buf, size_t n);
+
+/*
+ * Closes fd: first wakes every coroutine parked on it (their calls fail
+ * with EBADF) and forgets its state, so a new file that gets the same number
+ * starts clean; then close(2).  Works outside coroutines.
+ */
+ECO_API int eco_close(int fd);
+
+/*
+ * Bounds every later blocking call on fd in the directions of how (ECO_RD:
+ * accept and reads; ECO_WR: connect and writes) to ms milliseconds per call
+ * (-1: no bound, the default; 0: fail at once with ETIMEDOUT instead of
+ * waiting).  The setting lasts until eco_close.  Errors: EINVAL (how),
+ * EBADF, EPERM (no runtime).
+ */
+ECO_API int eco_fd_timeout(int fd, int how, long ms);
+
+/*
+ * Holds one direction of fd (or both: ECO_RD | ECO_WR) across several calls
+ * of the calling coroutine.  Meanwhile other coroutines' calls on that
+ * direction wait, first-in first-out, until eco_fd_unlock.  A proxy writes
+ * a request whole under ECO_WR, then, before unlocking ECO_WR... see the
+ * pattern below.  The fd's timeout bounds the wait.  Errors: EDEADLK
+ * (already held by the caller), EINVAL (how), EBADF (closed while waiting),
+ * ETIMEDOUT, EPERM (not in a coroutine).
+ *
+ * Pipelining over a shared connection, replies in request order:
+ *     eco_fd_lock(fd, ECO_WR);  eco_write_full(fd, req, len);
+ *     eco_fd_unlock(fd, ECO_WR);
+ *     eco_fd_lock(fd, ECO_RD);  <read one whole reply>;
+ *     eco_fd_unlock(fd, ECO_RD);
+ * Unlocking never switches coroutines, so the ECO_RD queue is joined in
+ * the order the requests were written.  eco_close releases both directions.
+ * A coroutine must unlock before it returns.
+ */
+ECO_API int eco_fd_lock(int fd, int how);
+
+/* Releases what eco_fd_lock took; the next waiter in line gets it.
+ * Errors: EPERM (the caller does not hold it, or not in a coroutine),
+ * EINVAL (how). */
+ECO_API int eco_fd_unlock(int fd, int how);
+
 /* end of sockets */
 
 /* ------------------------------------------------------------------------ */

@@ -134,6 +134,11 @@ struct eco_rt {
     int notify_added;      /* notify_ev is in the base (owner thread only) */
     struct event *notify_ev;
 
+    /* Per-fd wait state of eco_socket.c, indexed by fd. */
+    void **fdtab;
+    size_t fdtab_n;
+    int fd_et;             /* the base can do edge-triggered events */
+
     void *altstack;        /* sigaltstack we installed, or NULL */
     size_t altstack_size;
     eco_t main;            /* the thread's own stack */
@@ -200,6 +205,9 @@ ECO_HIDDEN int eco__signal(eco_t *co);
 /* Makes sure this runtime listens for signals from other threads.  Called by
  * a coroutine before it parks waiting for eco__signal.  0, or -1 with errno. */
 ECO_HIDDEN int eco__signal_prepare(void);
+
+/* Frees the per-fd state of eco_socket.c (eco_teardown). */
+ECO_HIDDEN void eco__fd_teardown(struct eco_rt *rt);
 
 /* The running coroutine, or NULL (errno EPERM) outside any coroutine. */
 static inline eco_t *eco__in_coroutine(void)

@@ -1,0 +1,876 @@
+/*
+ * eco_socket.c - POSIX-shaped socket calls that park the calling coroutine,
+ * not the thread.
+ *
+ * Each runtime keeps a table indexed by fd.  An entry holds one libevent
+ * event for both directions and, per direction, a FIFO of parked waiters, a
+ * readiness hint and an owner (the fd lock of eco_fd_lock).  With an
+ * edge-triggered backend (epoll) the event is added at the first wait and
+ * stays until eco_close, so a request costs no epoll_ctl.  The hint lets a
+ * call park without first paying for a syscall that would say EAGAIN: on a
+ * stream, a short read means the receive queue was drained and a short
+ * write that the send buffer is full, and the next edge sets it again.
+ *
+ * One readiness wakes one waiter (the head).  A waiter whose call then
+ * succeeds, with the fd still ready, wakes the next one: no thundering herd,
+ * and no wake-up lost between waiters that share an fd.
+ */
+#define _GNU_SOURCE
+#include "eco_internal.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { RD = 0, WR = 1 };
+
+struct waiter {
+    struct waiter *prev, *next;
+    eco_t *co;
+    int linked;
+};
+
+struct queue {
+    struct waiter *head, *tail;
+};
+
+struct dir {
+    struct queue io;     /* parked until the fd is ready this way */
+    struct queue lock;   /* parked until they own this direction */
+    eco_t *owner;        /* holder of the direction, or NULL */
+    long timeout_ms;     /* bound on each call; -1: none */
+    unsigned char ready; /* 0: known not ready, park without a syscall */
+    unsigned char baton; /* a waiter woken for readiness has yet to run */
+};
+
+struct fdstate {
+    struct eco_rt *rt;
+    int fd;
+    unsigned gen;          /* bumped when the fd is closed: parked calls see it */
+    unsigned char open;    /* checked and made nonblocking since the last close */
+    unsigned char stream;  /* short transfers say drained / full */
+    unsigned char sock;    /* a socket: writes use MSG_NOSIGNAL */
+    unsigned char added;   /* ev is in the base */
+    short mask;            /* level-triggered backends: directions in ev */
+    struct dir d[2];
+    struct event *ev;      /* storage right after this struct */
+};
+
+/* One blocking call in progress. */
+struct call {
+    eco_t *co;
+    struct fdstate *f;
+    unsigned gen;
+    int dir;
+    long deadline; /* CLOCK_MONOTONIC ms; -2 until the first park */
+};
+
+/* ---- queues ---- */
+
+static void q_push(struct queue *q, struct waiter *w, int front)
+{
+    w->linked = 1;
+    if (q->head == NULL) {
+        w->prev = w->next = NULL;
+        q->head = q->tail = w;
+    } else if (front) {
+        w->prev = NULL;
+        w->next = q->head;
+        q->head->prev = w;
+        q->head = w;
+    } else {
+        w->next = NULL;
+        w->prev = q->tail;
+        q->tail->next = w;
+        q->tail = w;
+    }
+}
+
+static void q_unlink(struct queue *q, struct waiter *w)
+{
+    if (w->prev != NULL)
+        w->prev->next = w->next;
+    else
+        q->head = w->next;
+    if (w->next != NULL)
+        w->next->prev = w->prev;
+    else
+        q->tail = w->prev;
+    w->linked = 0;
+}
+
+static struct waiter *q_pop(struct queue *q)
+{
+    struct waiter *w = q->head;
+    if (w != NULL)
+        q_unlink(q, w);
+    return w;
+}
+
+/* ---- the fd table ---- */
+
+static long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void fd_cb(evutil_socket_t fd, short what, void *arg);
+
+static void dir_reset(struct dir *d)
+{
+    memset(d, 0, sizeof *d);
+    d->timeout_ms = -1;
+    d->ready = 1;
+}
+
+/* Wakes everything parked on f with ECO_WAKE_CLOSED and forgets the fd: the
+ * number may come back as a new file. */
+static void fd_drop(struct fdstate *f)
+{
+    f->gen++;
+    for (int i = 0; i < 2; i++) {
+        struct waiter *w;
+        while ((w = q_pop(&f->d[i].io)) != NULL)
+            eco__wake(w->co, ECO_WAKE_CLOSED);
+        while ((w = q_pop(&f->d[i].lock)) != NULL)
+            eco__wake(w->co, ECO_WAKE_CLOSED);
+        dir_reset(&f->d[i]);
+    }
+    if (f->added) {
+        event_del(f->ev);
+        f->added = 0;
+    }
+    f->mask = 0;
+    f->open = 0;
+}
+
+/* The entry for fd, allocated on first use; NULL with errno. */
+static struct fdstate *fd_slot(struct eco_rt *rt, int fd)
+{
+    if (fd < 0) {
+        errno = EBADF;
+        return NULL;
+    }
+    if ((size_t)fd >= rt->fdtab_n) {
+        size_t n = rt->fdtab_n ? rt->fdtab_n : 64;
+        while (n <= (size_t)fd)
+            n *= 2;
+        void **grown = realloc(rt->fdtab, n * sizeof *grown);
+        if (grown == NULL) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        memset(grown + rt->fdtab_n, 0, (n - rt->fdtab_n) * sizeof *grown);
+        if (rt->fdtab == NULL)
+            rt->fd_et = (event_base_get_features(rt->base) & EV_FEATURE_ET) != 0;
+        rt->fdtab = grown;
+        rt->fdtab_n = n;
+    }
+    struct fdstate *f = rt->fdtab[fd];
+    if (f == NULL) {
+        size_t head = (sizeof *f + 15) & ~(size_t)15;
+        f = calloc(1, head + event_get_struct_event_size());
+        if (f == NULL) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        f->rt = rt;
+        f->fd = fd;
+        f->ev = (struct event *)((char *)f + head);
+        dir_reset(&f->d[RD]);
+        dir_reset(&f->d[WR]);
+        rt->fdtab[fd] = f;
+    }
+    return f;
+}
+
+/* Looks at an fd libeco has not seen open before: it must be open, and it
+ * is made nonblocking (the call must never block the thread). */
+static struct fdstate *fd_check(struct eco_rt *rt, int fd)
+{
+    struct fdstate *f = fd_slot(rt, fd);
+    if (f == NULL)
+        return NULL;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0)
+        return NULL; /* EBADF */
+    if (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+        return NULL;
+    int type = 0;
+    socklen_t len = sizeof type;
+    struct stat st;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0) {
+        f->sock = 1;
+        f->stream = type == SOCK_STREAM;
+    } else {
+        f->sock = 0;
+        f->stream = fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode);
+    }
+    f->open = 1;
+    return f;
+}
+
+static inline struct fdstate *fd_get(struct eco_rt *rt, int fd)
+{
+    if (ECO_LIKELY(fd >= 0 && (size_t)fd < rt->fdtab_n)) {
+        struct fdstate *f = rt->fdtab[fd];
+        if (ECO_LIKELY(f != NULL && f->open))
+            return f;
+    }
+    return fd_check(rt, fd);
+}
+
+/* An fd libeco just made (socket, accept): known nonblocking.  Whatever the
+ * number carried before belonged to a file closed behind our back. */
+static void fd_fresh(struct eco_rt *rt, int fd, int stream)
+{
+    struct fdstate *f = fd_slot(rt, fd);
+    if (f == NULL)
+        return; /* fd_check will look at it on first use */
+    if (f->open || f->added)
+        fd_drop(f);
+    f->sock = 1;
+    f->stream = (unsigned char)stream;
+    f->open = 1;
+}
+
+void eco__fd_teardown(struct eco_rt *rt)
+{
+    for (size_t i = 0; i < rt->fdtab_n; i++) {
+        struct fdstate *f = rt->fdtab[i];
+        if (f != NULL && f->added)
+            event_del(f->ev);
+        free(f);
+    }
+    free(rt->fdtab);
+    rt->fdtab = NULL;
+    rt->fdtab_n = 0;
+}
+
+/* ---- readiness ---- */
+
+/* Level-triggered backends: watch exactly the directions someone waits on,
+ * or the loop would spin on an fd nobody reads. */
+static void lt_update(struct fdstate *f)
+{
+    short mask = (short)((f->d[RD].io.head ? EV_READ : 0) | (f->d[WR].io.head ? EV_WRITE : 0));
+    if (mask == f->mask)
+        return;
+    if (f->added)
+        event_del(f->ev);
+    f->added = 0;
+    f->mask = mask;
+    if (mask != 0) {
+        event_assign(f->ev, f->rt->base, f->fd, mask | EV_PERSIST, fd_cb, f);
+        f->added = event_add(f->ev, NULL) == 0;
+    }
+}
+
+/* Hands readiness to the head waiter if the fd is ready and nobody holds
+ * the baton.  now: resume it at once (from a callback). */
+static void kick(struct fdstate *f, int dir, int now)
+{
+    struct dir *d = &f->d[dir];
+    if (!d->ready || d->baton || d->io.head == NULL)
+        return;
+    struct waiter *w = q_pop(&d->io);
+    d->baton = 1;
+    if (now)
+        eco__wake_now(w->co, ECO_WAKE_READY);
+    else
+        eco__wake(w->co, ECO_WAKE_READY);
+}
+
+static void fd_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct fdstate *f = arg;
+    unsigned gen = f->gen;
+    (void)fd;
+    if (what & EV_READ) {
+        f->d[RD].ready = 1;
+        kick(f, RD, 1);
+    }
+    /* The reader may have closed the fd and the number come back. */
+    if ((what & EV_WRITE) && f->gen == gen) {
+        f->d[WR].ready = 1;
+        kick(f, WR, 1);
+    }
+    if (!f->rt->fd_et && f->gen == gen)
+        lt_update(f);
+}
+
+/* Milliseconds the call may still park: -1 without a timeout. */
+static long remaining(struct call *c)
+{
+    long t = c->f->d[c->dir].timeout_ms;
+    if (t < 0)
+        return -1;
+    long now = now_ms();
+    if (c->deadline == -2)
+        c->deadline = now + t;
+    return c->deadline > now ? c->deadline - now : 0;
+}
+
+/* Parks c's coroutine until its fd is ready in c->dir.  front: it was woken
+ * and found nothing, so it keeps its place at the head.  0: try again; -1
+ * with errno ETIMEDOUT, EBADF (closed meanwhile) or what the event add
+ * reported. */
+static int io_wait(struct call *c, int front)
+{
+    struct fdstate *f = c->f;
+    struct dir *d = &f->d[c->dir];
+    if (f->rt->fd_et && !f->added) {
+        event_assign(f->ev, f->rt->base, f->fd, EV_READ | EV_WRITE | EV_ET | EV_PERSIST, fd_cb,
+                     f);
+        errno = 0;
+        if (event_add(f->ev, NULL) != 0) {
+            if (errno == 0)
+                errno = EIO;
+            return -1;
+        }
+        f->added = 1;
+    }
+    long t = remaining(c);
+    if (t == 0) {
+        errno = ETIMEDOUT;
+        return -1;
+    }
+    struct waiter w = {.co = c->co};
+    q_push(&d->io, &w, front);
+    if (!f->rt->fd_et)
+        lt_update(f);
+    kick(f, c->dir, 0);
+    int why = eco__park(t);
+    if (f->gen != c->gen) {
+        errno = EBADF;
+        return -1;
+    }
+    if (w.linked) {
+        q_unlink(&d->io, &w);
+        if (!f->rt->fd_et)
+            lt_update(f);
+    } else {
+        d->baton = 0; /* we were handed readiness, whatever woke us first */
+    }
+    if (why == ECO_WAKE_TIMEOUT) {
+        kick(f, c->dir, 0);
+        errno = ETIMEDOUT;
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- the direction lock ---- */
+
+/* Makes c's coroutine the owner of c->dir, waiting in FIFO order. */
+static int lock_dir(struct call *c)
+{
+    struct dir *d = &c->f->d[c->dir];
+    if (d->owner == NULL) {
+        d->owner = c->co;
+        return 0;
+    }
+    long t = remaining(c);
+    if (t == 0) {
+        errno = ETIMEDOUT;
+        return -1;
+    }
+    struct waiter w = {.co = c->co};
+    q_push(&d->lock, &w, 0);
+    eco__park(t);
+    if (c->f->gen != c->gen) {
+        errno = EBADF;
+        return -1;
+    }
+    if (w.linked) {
+        q_unlink(&d->lock, &w);
+        errno = ETIMEDOUT;
+        return -1;
+    }
+    return 0; /* unlock_dir made us the owner */
+}
+
+static void unlock_dir(struct fdstate *f, int dir)
+{
+    struct dir *d = &f->d[dir];
+    struct waiter *w = q_pop(&d->lock);
+    d->owner = w != NULL ? w->co : NULL;
+    if (w != NULL)
+        eco__wake(w->co, ECO_WAKE_READY);
+}
+
+/* ---- the calls ---- */
+
+enum op_kind {
+    OP_READ, OP_READV, OP_RECV, OP_RECVFROM, OP_RECVMSG, OP_ACCEPT,
+    OP_WRITE, OP_WRITEV, OP_SEND, OP_SENDTO, OP_SENDMSG,
+};
+
+struct op {
+    enum op_kind kind;
+    void *buf;
+    size_t len;
+    int flags;
+    const struct iovec *iov;
+    int iovcnt;
+    struct sockaddr *addr;
+    socklen_t *addrlen;
+    socklen_t tolen;
+    struct msghdr *msg;
+};
+
+static ssize_t do_op(struct fdstate *f, const struct op *o)
+{
+    int fd = f->fd;
+    switch (o->kind) {
+    case OP_READ:
+        return read(fd, o->buf, o->len);
+    case OP_READV:
+        return readv(fd, o->iov, o->iovcnt);
+    case OP_RECV:
+        return recv(fd, o->buf, o->len, o->flags);
+    case OP_RECVFROM:
+        return recvfrom(fd, o->buf, o->len, o->flags, o->addr, o->addrlen);
+    case OP_RECVMSG:
+        return recvmsg(fd, o->msg, o->flags);
+    case OP_ACCEPT:
+        return accept4(fd, o->addr, o->addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    case OP_WRITE:
+        /* On a socket, send: a reset peer is EPIPE, not a SIGPIPE. */
+        if (f->sock)
+            return send(fd, o->buf, o->len, MSG_NOSIGNAL);
+        return write(fd, o->buf, o->len);
+    case OP_WRITEV:
+        if (f->sock) {
+            struct msghdr m = {.msg_iov = (struct iovec *)o->iov, .msg_iovlen = (size_t)o->iovcnt};
+            return sendmsg(fd, &m, MSG_NOSIGNAL);
+        }
+        return writev(fd, o->iov, o->iovcnt);
+    case OP_SEND:
+        return send(fd, o->buf, o->len, o->flags | MSG_NOSIGNAL);
+    case OP_SENDTO:
+        return sendto(fd, o->buf, o->len, o->flags | MSG_NOSIGNAL, o->addr, o->tolen);
+    case OP_SENDMSG:
+        return sendmsg(fd, o->msg, o->flags | MSG_NOSIGNAL);
+    }
+    errno = EINVAL;
+    return -1;
+}
+
+/* Runs o until it does not say EAGAIN.  want: the byte count asked for when
+ * a shorter answer means drained/full (streams only), else 0. */
+static ssize_t run_op(struct call *c, const struct op *o, size_t want)
+{
+    struct fdstate *f = c->f;
+    struct dir *d = &f->d[c->dir];
+    int woken = 0;
+    /* A zero timeout asks for one nonblocking attempt, hint or not. */
+    int force = d->timeout_ms == 0;
+    ssize_t n;
+    for (;;) {
+        /* Newcomers queue behind parked waiters, in order. */
+        if ((d->ready && (woken || d->io.head == NULL)) || force) {
+            force = 0;
+            n = do_op(f, o);
+            if (n >= 0) {
+                if (want != 0 && f->stream && n > 0 && (size_t)n < want)
+                    d->ready = 0;
+                break;
+            }
+            if (errno == EINTR || (o->kind == OP_ACCEPT && errno == ECONNABORTED))
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                return -1;
+            d->ready = 0;
+        }
+        if (io_wait(c, woken) < 0)
+            return -1;
+        d = &f->d[c->dir];
+        woken = 1;
+    }
+    kick(f, c->dir, 0);
+    return n;
+}
+
+/* Starts a blocking call on fd in dir; NULL with errno if it cannot. */
+static int call_start(struct call *c, int fd, int dir)
+{
+    eco_t *co = eco__in_coroutine();
+    if (ECO_UNLIKELY(co == NULL)) {
+        errno = EPERM;
+        return -1;
+    }
+    struct fdstate *f = fd_get(co->rt, fd);
+    if (ECO_UNLIKELY(f == NULL))
+        return -1;
+    c->co = co;
+    c->f = f;
+    c->gen = f->gen;
+    c->dir = dir;
+    c->deadline = -2;
+    return 0;
+}
+
+/* One call: waits its turn if another coroutine holds the direction. */
+static ssize_t io_call(int fd, int dir, const struct op *o, size_t want)
+{
+    struct call c;
+    if (call_start(&c, fd, dir) < 0)
+        return -1;
+    eco_t *owner = c.f->d[dir].owner;
+    if (ECO_LIKELY(owner == NULL || owner == c.co))
+        return run_op(&c, o, want);
+    if (lock_dir(&c) < 0)
+        return -1;
+    ssize_t n = run_op(&c, o, want);
+    int err = errno;
+    if (c.f->gen == c.gen)
+        unlock_dir(c.f, dir);
+    errno = err;
+    return n;
+}
+
+static size_t iov_total(const struct iovec *iov, int cnt)
+{
+    size_t t = 0;
+    for (int i = 0; i < cnt; i++)
+        t += iov[i].iov_len;
+    return t;
+}
+
+static int bad_buf(const void *buf, size_t len)
+{
+    if (buf == NULL && len > 0) {
+        errno = EFAULT;
+        return 1;
+    }
+    return 0;
+}
+
+static int bad_iov(const struct iovec *iov, int cnt)
+{
+    if (cnt < 0 || cnt > IOV_MAX || (iov == NULL && cnt > 0)) {
+        errno = iov == NULL && cnt > 0 ? EFAULT : EINVAL;
+        return 1;
+    }
+    return 0;
+}
+
+ssize_t eco_read(int fd, void *buf, size_t len)
+{
+    if (bad_buf(buf, len))
+        return -1;
+    struct op o = {.kind = OP_READ, .buf = buf, .len = len};
+    return io_call(fd, RD, &o, len);
+}
+
+ssize_t eco_readv(int fd, const struct iovec *iov, int iovcnt)
+{
+    if (bad_iov(iov, iovcnt))
+        return -1;
+    struct op o = {.kind = OP_READV, .iov = iov, .iovcnt = iovcnt};
+    return io_call(fd, RD, &o, iov_total(iov, iovcnt));
+}
+
+ssize_t eco_recv(int fd, void *buf, size_t len, int flags)
+{
+    if (bad_buf(buf, len))
+        return -1;
+    struct op o = {.kind = OP_RECV, .buf = buf, .len = len, .flags = flags};
+    /* A peek or a wait-for-all read says nothing about what is left. */
+    int plain = !(flags & (MSG_PEEK | MSG_WAITALL | MSG_OOB));
+    return io_call(fd, RD, &o, plain ? len : 0);
+}
+
+ssize_t eco_recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *addr,
+                     socklen_t *addrlen)
+{
+    if (bad_buf(buf, len))
+        return -1;
+    if (addr != NULL && addrlen == NULL) {
+        errno = EFAULT;
+        return -1;
+    }
+    struct op o = {.kind = OP_RECVFROM, .buf = buf, .len = len, .flags = flags,
+                   .addr = addr, .addrlen = addrlen};
+    int plain = !(flags & (MSG_PEEK | MSG_WAITALL | MSG_OOB));
+    return io_call(fd, RD, &o, plain ? len : 0);
+}
+
+ssize_t eco_recvmsg(int fd, struct msghdr *msg, int flags)
+{
+    if (msg == NULL) {
+        errno = EFAULT;
+        return -1;
+    }
+    struct op o = {.kind = OP_RECVMSG, .msg = msg, .flags = flags};
+    int plain = !(flags & (MSG_PEEK | MSG_WAITALL | MSG_OOB));
+    size_t want = plain ? iov_total(msg->msg_iov, (int)msg->msg_iovlen) : 0;
+    return io_call(fd, RD, &o, want);
+}
+
+ssize_t eco_write(int fd, const void *buf, size_t len)
+{
+    if (bad_buf(buf, len))
+        return -1;
+    struct op o = {.kind = OP_WRITE, .buf = (void *)buf, .len = len};
+    return io_call(fd, WR, &o, len);
+}
+
+ssize_t eco_writev(int fd, const struct iovec *iov, int iovcnt)
+{
+    if (bad_iov(iov, iovcnt))
+        return -1;
+    struct op o = {.kind = OP_WRITEV, .iov = iov, .iovcnt = iovcnt};
+    return io_call(fd, WR, &o, iov_total(iov, iovcnt));
+}
+
+ssize_t eco_send(int fd, const void *buf, size_t len, int flags)
+{
+    if (bad_buf(buf, len))
+        return -1;
+    struct op o = {.kind = OP_SEND, .buf = (void *)buf, .len = len, .flags = flags};
+    return io_call(fd, WR, &o, len);
+}
+
+ssize_t eco_sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *addr,
+                   socklen_t addrlen)
+{
+    if (bad_buf(buf, len))
+        return -1;
+    struct op o = {.kind = OP_SENDTO, .buf = (void *)buf, .len = len, .flags = flags,
+                   .addr = (struct sockaddr *)addr, .tolen = addrlen};
+    return io_call(fd, WR, &o, len);
+}
+
+ssize_t eco_sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+    if (msg == NULL) {
+        errno = EFAULT;
+        return -1;
+    }
+    struct op o = {.kind = OP_SENDMSG, .msg = (struct msghdr *)msg, .flags = flags};
+    return io_call(fd, WR, &o, iov_total(msg->msg_iov, (int)msg->msg_iovlen));
+}
+
+int eco_accept(int fd, struct sockaddr *addr, socklen_t *addrlen)
+{
+    if (addr != NULL && addrlen == NULL) {
+        errno = EFAULT;
+        return -1;
+    }
+    struct op o = {.kind = OP_ACCEPT, .addr = addr, .addrlen = addrlen};
+    struct call c;
+    if (call_start(&c, fd, RD) < 0)
+        return -1;
+    int stream = c.f->stream;
+    int nfd = (int)io_call(fd, RD, &o, 0);
+    if (nfd >= 0)
+        fd_fresh(c.co->rt, nfd, stream);
+    return nfd;
+}
+
+int eco_socket(int domain, int type, int protocol)
+{
+    int fd = socket(domain, type | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol);
+    struct eco_rt *rt = eco__rt;
+    if (fd >= 0 && rt != NULL)
+        fd_fresh(rt, fd, (type & 0xf) == SOCK_STREAM);
+    return fd;
+}
+
+int eco_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
+{
+    struct call c;
+    if (call_start(&c, fd, WR) < 0)
+        return -1;
+    if (addr == NULL) {
+        errno = EFAULT;
+        return -1;
+    }
+    if (connect(fd, addr, addrlen) == 0)
+        return 0;
+    /* Interrupted, the connect goes on asynchronously, as in progress. */
+    if (errno != EINPROGRESS && errno != EINTR)
+        return -1;
+    c.f->d[WR].ready = 0;
+    int err = 0;
+    socklen_t len = sizeof err;
+    do {
+        if (io_wait(&c, 0) < 0)
+            return -1;
+        c.f->d[WR].baton = 0;
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+            return -1;
+        /* Writable with no error and no peer would be a stray wake-up. */
+        if (err == 0) {
+            struct sockaddr_storage ss;
+            socklen_t sl = sizeof ss;
+            if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
+                break;
+            if (errno != ENOTCONN)
+                return -1;
+            c.f->d[WR].ready = 0;
+        }
+    } while (err == 0);
+    kick(c.f, WR, 0);
+    if (err != 0) {
+        errno = err;
+        return -1;
+    }
+    return 0;
+}
+
+int eco_close(int fd)
+{
+    struct eco_rt *rt = eco__rt;
+    if (rt != NULL && fd >= 0 && (size_t)fd < rt->fdtab_n && rt->fdtab[fd] != NULL) {
+        struct fdstate *f = rt->fdtab[fd];
+        if (f->open || f->added)
+            fd_drop(f);
+    }
+    return close(fd);
+}
+
+/* ---- whole buffers ---- */
+
+/* Takes dir for the whole call unless the caller holds it already. */
+static ssize_t full_call(int fd, int dir, char *buf, size_t n)
+{
+    if (bad_buf(buf, n))
+        return -1;
+    struct call c;
+    if (call_start(&c, fd, dir) < 0)
+        return -1;
+    int took = 0;
+    if (c.f->d[dir].owner != c.co) {
+        if (lock_dir(&c) < 0)
+            return -1;
+        took = 1;
+    }
+    size_t done = 0;
+    int err = 0;
+    while (done < n) {
+        struct op o = {.kind = dir == RD ? OP_READ : OP_WRITE, .buf = buf + done,
+                       .len = n - done};
+        ssize_t k = run_op(&c, &o, n - done);
+        if (k < 0) {
+            err = errno;
+            break;
+        }
+        if (k == 0 && dir == RD)
+            break; /* EOF */
+        done += (size_t)k;
+    }
+    if (took && c.f->gen == c.gen)
+        unlock_dir(c.f, dir);
+    if (err != 0 && done == 0) {
+        errno = err;
+        return -1;
+    }
+    errno = err; /* 0 at EOF; the error that cut a partial transfer short */
+    return (ssize_t)done;
+}
+
+ssize_t eco_read_full(int fd, void *buf, size_t n)
+{
+    return full_call(fd, RD, buf, n);
+}
+
+ssize_t eco_write_full(int fd, const void *buf, size_t n)
+{
+    return full_call(fd, WR, (char *)buf, n);
+}
+
+/* ---- per-fd settings ---- */
+
+static int bad_how(int how)
+{
+    if (how == 0 || (how & ~(ECO_RD | ECO_WR))) {
+        errno = EINVAL;
+        return 1;
+    }
+    return 0;
+}
+
+int eco_fd_timeout(int fd, int how, long ms)
+{
+    struct eco_rt *rt = eco__rt;
+    if (rt == NULL) {
+        errno = EPERM;
+        return -1;
+    }
+    if (bad_how(how))
+        return -1;
+    struct fdstate *f = fd_get(rt, fd);
+    if (f == NULL)
+        return -1;
+    if (how & ECO_RD)
+        f->d[RD].timeout_ms = ms < 0 ? -1 : ms;
+    if (how & ECO_WR)
+        f->d[WR].timeout_ms = ms < 0 ? -1 : ms;
+    return 0;
+}
+
+int eco_fd_lock(int fd, int how)
+{
+    if (bad_how(how))
+        return -1;
+    struct call c;
+    if (call_start(&c, fd, RD) < 0)
+        return -1;
+    for (int dir = RD; dir <= WR; dir++) {
+        if (!(how & (dir == RD ? ECO_RD : ECO_WR)))
+            continue;
+        if (c.f->d[dir].owner == c.co) {
+            errno = EDEADLK;
+            return -1;
+        }
+    }
+    for (int dir = RD; dir <= WR; dir++) {
+        if (!(how & (dir == RD ? ECO_RD : ECO_WR)))
+            continue;
+        c.dir = dir;
+        if (lock_dir(&c) < 0) {
+            int err = errno;
+            if (dir == WR && (how & ECO_RD) && c.f->gen == c.gen)
+                unlock_dir(c.f, RD);
+            errno = err;
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int eco_fd_unlock(int fd, int how)
+{
+    if (bad_how(how))
+        return -1;
+    eco_t *co = eco__in_coroutine();
+    if (co == NULL) {
+        errno = EPERM;
+        return -1;
+    }
+    struct eco_rt *rt = co->rt;
+    struct fdstate *f = fd >= 0 && (size_t)fd < rt->fdtab_n ? rt->fdtab[fd] : NULL;
+    for (int dir = RD; dir <= WR; dir++) {
+        if ((how & (dir == RD ? ECO_RD : ECO_WR)) && (f == NULL || f->d[dir].owner != co)) {
+            errno = EPERM;
+            return -1;
+        }
+    }
+    for (int dir = RD; dir <= WR; dir++)
+        if (how & (dir == RD ? ECO_RD : ECO_WR))
+            unlock_dir(f, dir);
+    return 0;
+}
