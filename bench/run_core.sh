@@ -81,22 +81,28 @@ per_op instr_switch_fcontext "$BIN/bench_switch_boost" switch
 per_op instr_spawn_eco "$BIN/bench_spawn"
 
 # ---- report ----
-med() { # key -> median over rounds
+med() { # key [printf format] -> median over rounds
     awk -v k="$1" '$2 == k { print $3 }' "$RAW" | sort -g |
-        awk '{ v[NR] = $1 } END { if (NR == 0) print "nan";
-             else printf "%.2f\n", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+        awk -v fmt="${2:-%.2f}" '{ v[NR] = $1 } END { if (NR == 0) print "nan";
+             else printf fmt "\n", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 span() { # key -> "min–max" over rounds
     awk -v k="$1" '$2 == k { print $3 }' "$RAW" | sort -g |
         awk '{ v[NR] = $1 } END { printf "%.2f–%.2f", v[1], v[NR] }'
+}
+paired() { # key_a key_b -> median over rounds of a/b, each round's pair alone
+    awk -v a="$1" -v b="$2" '$2 == a { x[++na] = $3 } $2 == b { y[++nb] = $3 }
+        END { for (i = 1; i <= na && i <= nb; i++) print x[i] / y[i] }' "$RAW" | sort -g |
+        awk '{ v[NR] = $1 } END { m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+             printf "%.2f (%.2f–%.2f)", m, v[1], v[NR] }'
 }
 calc() { awk "BEGIN { printf \"$1\", $2 }"; }
 met() { awk "BEGIN { print ($1) ? \"**met**\" : \"**not met**\" }"; }
 
 sw_eco=$(med switch_eco_ns); sw_fc=$(med switch_fcontext_ns); sw_uc=$(med switch_ucontext_ns)
 sp_eco=$(med spawn_eco_ns); sp_fc=$(med spawn_fcontext_ns)
-mem=$(med mem_rss_bytes_per_co); pte=$(med mem_pte_bytes_per_co)
-maps=$(med mem_maps_lines); maxmaps=$(med mem_max_map_count); nco=$(med mem_coroutines)
+mem=$(med mem_rss_bytes_per_co %.0f); pte=$(med mem_pte_bytes_per_co %.0f)
+maps=$(med mem_maps_lines %d); maxmaps=$(med mem_max_map_count %d); nco=$(med mem_coroutines %d)
 in_eco=$(med instr_switch_eco); in_fc=$(med instr_switch_fcontext); in_sp=$(med instr_spawn_eco)
 ratio_fc=$(calc %.2f "$sw_eco / $sw_fc")
 ratio_uc=$(calc %.3f "$sw_eco / $sw_uc")
@@ -114,12 +120,13 @@ echo
 echo "| measure | libeco | peer | ratio libeco/peer |"
 echo "|---|---|---|---|"
 echo "| switch, ns/switch | $sw_eco ($(span switch_eco_ns)) | fcontext $sw_fc ($(span switch_fcontext_ns)) | $ratio_fc |"
+echo "| switch, the same, paired: median of each round's own ratio | | | $(paired switch_eco_ns switch_fcontext_ns) |"
 echo "| switch, ns/switch | $sw_eco | ucontext $sw_uc ($(span switch_ucontext_ns)) | $ratio_uc |"
 echo "| instructions/switch (callgrind) | $in_eco | fcontext $in_fc | $(calc %.2f "$in_eco / $in_fc") |"
 echo "| spawn: create+resume+finish+join, warm pool, ns/op | $sp_eco ($(span spawn_eco_ns)) | fcontext make+jump+jump, no allocation: $sp_fc ($(span spawn_fcontext_ns)) | $(calc %.2f "$sp_eco / $sp_fc") |"
 echo "| spawn, instructions/op (callgrind) | $in_sp | | |"
-echo "| $nco parked coroutines, resident bytes each (VmRSS) | $(calc %.0f "$mem") ($(span mem_rss_bytes_per_co)) | | |"
-echo "| the same, page-table bytes each (VmPTE, not in VmRSS) | $(calc %.0f "$pte") | | |"
+echo "| $nco parked coroutines, resident bytes each (VmRSS) | $mem ($(span mem_rss_bytes_per_co)) | | |"
+echo "| the same, page-table bytes each (VmPTE, not in VmRSS) | $pte | | |"
 echo "| /proc/self/maps lines with them all alive | $maps (vm.max_map_count $maxmaps) | | |"
 echo
 echo "| target (issue 2) | measured | |"
@@ -127,6 +134,6 @@ echo "|---|---|---|"
 echo "| switch ≤ 1.0× Boost fcontext, same run | $ratio_fc× | $(met "$sw_eco <= $sw_fc") |"
 echo "| ≤ 30 instructions/switch, FP control words kept | $in_eco | $(met "$in_eco <= 30") |"
 echo "| create→resume→finish→join ≤ 50 ns, warm pool | $sp_eco ns | $(met "$sp_eco <= 50") |"
-echo "| 100,000 parked ≤ 4.5 KiB (4608 B) resident each, guard page each, default vm.max_map_count | $(calc %.0f "$mem") B, $maps maps lines | $(met "$nco >= 100000 && $mem <= 4608 && $maps < $maxmaps") |"
+echo "| 100,000 parked ≤ 4.5 KiB (4608 B) resident each, guard page each, default vm.max_map_count | $mem B, $maps maps lines | $(met "$nco >= 100000 && $mem <= 4608 && $maps < $maxmaps") |"
 } >"$REPORT"
 cat "$REPORT"
