@@ -1,0 +1,49 @@
+/*
+ * bench_core.h - what the core benchmarks share: a clock, a median, the
+ * argument parsing.  Compiles as C11 and as C++ (bench_switch_boost.cpp).
+ *
+ * Every program prints its results as lines "RESULT <key> <value>" on
+ * stdout, which bench/run_core.sh collects; other lines start with '#'.
+ */
+#ifndef BENCH_CORE_H
+#define BENCH_CORE_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+static inline double bench_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+static inline int bench_cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median of v[0..n-1] (sorts v).  The median, not the mean: on a shared
+ * machine a preempted repetition is an outlier, not a data point. */
+static inline double bench_median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, bench_cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* argv[i] as a positive number, or def when absent. */
+static inline long bench_arg(int argc, char **argv, int i, long def)
+{
+    if (i >= argc)
+        return def;
+    long v = strtol(argv[i], NULL, 10);
+    if (v <= 0) {
+        fprintf(stderr, "bad argument %s\n", argv[i]);
+        exit(2);
+    }
+    return v;
+}
+
+#endif /* BENCH_CORE_H */
