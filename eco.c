@@ -610,14 +610,10 @@ int eco_setup(struct event_base *base)
         return -1;
     }
     if (base == NULL) {
-        /* Precise timers: eco_sleep(5) should not wake at the next 4 ms
-         * jiffy of a coarse clock. */
-        struct event_config *cfg = event_config_new();
-        if (cfg != NULL) {
-            event_config_set_flag(cfg, EVENT_BASE_FLAG_PRECISE_TIMER);
-            base = event_base_new_with_config(cfg);
-            event_config_free(cfg);
-        }
+        /* Default flags, as event_base_new: libevent's precise timers
+         * would cost a timerfd_settime call on every loop iteration;
+         * eco_sleep makes up for the coarse clock itself. */
+        base = event_base_new();
         if (base == NULL) {
             free(rt);
             errno = ENOMEM;
@@ -765,6 +761,13 @@ int eco_stats(eco_stats_t *st)
 
 /* ---- sleep and poll ---- */
 
+static long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 int eco_sleep(long ms)
 {
     eco_t *co = eco__in_coroutine();
@@ -783,15 +786,12 @@ int eco_sleep(long ms)
         switch_back(co->rt, co);
         return 0;
     }
-    eco__park(ms);
+    /* libevent's clock may be a coarse one (a tick of a few ms) and wake
+     * us a little early: sleep again for what is left. */
+    long deadline = now_ms() + ms;
+    for (long left = ms; left > 0; left = deadline - now_ms())
+        eco__park(left);
     return 0;
-}
-
-static long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void poll_cb(evutil_socket_t fd, short what, void *arg)
@@ -870,7 +870,7 @@ int eco_poll(struct pollfd *fds, nfds_t nfds, long timeout_ms)
             break;
         }
         n = poll(fds, nfds, 0);
-        if (n != 0 || why == ECO_WAKE_TIMEOUT)
+        if (n != 0 || (why == ECO_WAKE_TIMEOUT && deadline - now_ms() <= 0))
             break;
         /* Woken but nothing ready (a readiness consumed by someone else):
          * wait again for what is left of the timeout. */

@@ -350,7 +350,11 @@ static int io_wait(struct call *c, int front)
     if (!f->rt->fd_et)
         lt_update(f);
     kick(f, c->dir, 0);
-    int why = eco__park(t);
+    /* libevent's coarse clock may end the wait a tick early. */
+    int why;
+    do
+        why = eco__park(t);
+    while (why == ECO_WAKE_TIMEOUT && w.linked && f->gen == c->gen && (t = remaining(c)) > 0);
     if (f->gen != c->gen) {
         errno = EBADF;
         return -1;
@@ -387,7 +391,10 @@ static int lock_dir(struct call *c)
     }
     struct waiter w = {.co = c->co};
     q_push(&d->lock, &w, 0);
-    eco__park(t);
+    int why;
+    do
+        why = eco__park(t);
+    while (why == ECO_WAKE_TIMEOUT && w.linked && c->f->gen == c->gen && (t = remaining(c)) > 0);
     if (c->f->gen != c->gen) {
         errno = EBADF;
         return -1;

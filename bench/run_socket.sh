@@ -1,0 +1,108 @@
+#!/bin/sh
+# bench/run_socket.sh - the socket benchmark of issue 3, in one run:
+#   server  sample/echo_server  vs bench/raw_echo_server (libevent callbacks)
+#   proxy   sample/tcp_proxy    vs bench/raw_proxy, both in front of
+#           bench/raw_echo_server
+# bench/loadgen drives each with N closed-loop connections ping-ponging
+# 8-byte messages (checked), for N = 2, 4, ... 1024.  For every N the two
+# sides run ROUNDS times (default 5), interleaved and alternating which goes
+# first; the table shows medians of round trips/s and of the server's (or
+# proxy's) CPU time per round trip (user+system from /proc), and the ratios
+# libeco / libevent.  SECONDS_PER_RUN (default 2) sets each run's length,
+# NS="2 4 ..." the connection counts.
+set -eu
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-5}
+SECS=${SECONDS_PER_RUN:-2}
+NS=${NS:-"2 4 8 16 32 64 128 256 512 1024"}
+B=build-bench-net
+JOBS=$(nproc 2>/dev/null || echo 2)
+
+sh tools/deps.sh build-essential cmake pkg-config libevent-dev
+
+echo "== build ($B, Release)" >&2
+cmake -S . -B "$B" -DECO_BUILD_BENCH=ON -DECO_BUILD_TESTS=OFF -DECO_BUILD_SAMPLES=ON \
+    -DCMAKE_BUILD_TYPE=Release >"$B.log" 2>&1 || { cat "$B.log"; exit 1; }
+cmake --build "$B" -j "$JOBS" >>"$B.log" 2>&1 || { tail -50 "$B.log"; exit 1; }
+
+ulimit -n 8192 2>/dev/null || true
+TICK=$(getconf CLK_TCK)
+BASE=$((20000 + $$ % 20000))
+P_ECO=$BASE P_RAW=$((BASE + 1)) P_ECOPROXY=$((BASE + 2)) P_RAWPROXY=$((BASE + 3))
+PIDS=""
+cleanup() { [ -z "$PIDS" ] || kill $PIDS 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+
+start() { # name command...: starts a server, waits for its "listening" line
+    name=$1; shift
+    "$@" >"$B/$name.out" 2>&1 &
+    PIDS="$PIDS $!"
+    eval "PID_$name=$!"
+    i=0
+    until grep -q listening "$B/$name.out" 2>/dev/null; do
+        i=$((i + 1))
+        [ $i -lt 100 ] || { echo "$name did not start:" >&2; cat "$B/$name.out" >&2; exit 1; }
+        sleep 0.05
+    done
+}
+start eco "$B/sample/echo_server" --port "$P_ECO"
+start raw "$B/bench/raw_echo_server" "$P_RAW"
+start ecoproxy "$B/sample/tcp_proxy" --listen "$P_ECOPROXY" --backend "127.0.0.1:$P_RAW"
+start rawproxy "$B/bench/raw_proxy" "$P_RAWPROXY" "$P_RAW"
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+RAW=$B/socket-raw.txt
+: >"$RAW"
+one() { # kind side port pid n: one loadgen run, appends "kind side n rate cpu_us_per_trip"
+    c0=$(cpu_ticks "$4")
+    out=$("$B/bench/loadgen" "$3" "$5" "$SECS") || { echo "loadgen failed: $out" >&2; exit 1; }
+    c1=$(cpu_ticks "$4")
+    echo "$out" | awk -v k="$1" -v s="$2" -v n="$5" -v dc=$((c1 - c0)) -v tick="$TICK" '
+        { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
+        END { printf "%s %s %s %s %.3f\n", k, s, n, v["round_trips_per_s"],
+              dc * 1e6 / tick / (v["trips"] > 0 ? v["trips"] : 1) }' >>"$RAW"
+}
+
+for n in $NS; do
+    r=1
+    while [ "$r" -le "$ROUNDS" ]; do
+        echo "== N=$n round $r/$ROUNDS" >&2
+        if [ $((r % 2)) -eq 1 ]; then
+            one server libeco "$P_ECO" "$PID_eco" "$n"
+            one server libevent "$P_RAW" "$PID_raw" "$n"
+            one proxy libeco "$P_ECOPROXY" "$PID_ecoproxy" "$n"
+            one proxy libevent "$P_RAWPROXY" "$PID_rawproxy" "$n"
+        else
+            one server libevent "$P_RAW" "$PID_raw" "$n"
+            one server libeco "$P_ECO" "$PID_eco" "$n"
+            one proxy libevent "$P_RAWPROXY" "$PID_rawproxy" "$n"
+            one proxy libeco "$P_ECOPROXY" "$PID_ecoproxy" "$n"
+        fi
+        r=$((r + 1))
+    done
+done
+
+median() { sort -g | awk '{a[NR] = $1} END { if (NR % 2) print a[(NR + 1) / 2];
+                                             else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+pick() { awk -v k="$1" -v s="$2" -v n="$3" -v f="$4" '$1 == k && $2 == s && $3 == n { print $f }' "$RAW"; }
+
+echo
+echo "Machine: $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores; $(date -u '+%Y-%m-%d %H:%M UTC')"
+echo "Medians of $ROUNDS interleaved runs of ${SECS} s each; 8-byte closed-loop ping-pong."
+for kind in server proxy; do
+    echo
+    echo "### $kind"
+    echo
+    echo "| N | libeco rt/s | libevent rt/s | ratio | libeco CPU µs/rt | libevent CPU µs/rt | CPU ratio |"
+    echo "|---|---|---|---|---|---|---|"
+    for n in $NS; do
+        re=$(pick $kind libeco "$n" 4 | median)
+        rr=$(pick $kind libevent "$n" 4 | median)
+        ce=$(pick $kind libeco "$n" 5 | median)
+        cr=$(pick $kind libevent "$n" 5 | median)
+        awk -v n="$n" -v re="$re" -v rr="$rr" -v ce="$ce" -v cr="$cr" 'BEGIN {
+            printf "| %s | %.0f | %.0f | %.3f | %.2f | %.2f | %.3f |\n", n, re, rr, re / rr, ce, cr,
+                   (cr > 0 ? ce / cr : 0) }'
+    done
+done

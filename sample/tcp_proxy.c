@@ -1,0 +1,182 @@
+/*
+ * tcp_proxy.c - a TCP proxy: one backend connection per client, each
+ * direction copied by its own coroutine.
+ *
+ *     tcp_proxy --listen PORT --backend HOST:PORT [--bind ADDR]
+ *
+ * When one side finishes sending (EOF), the proxy passes the half-close on
+ * (shutdown SHUT_WR) and keeps copying the other way until it ends too.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "eco.h"
+
+static struct addrinfo *backend;
+
+struct pipe_ends {
+    int from, to;
+};
+
+/* Copies from -> to until EOF or an error, then half-closes to. */
+static void *pump(void *arg)
+{
+    struct pipe_ends *p = arg;
+    char buf[16384];
+    ssize_t n;
+    while ((n = eco_read(p->from, buf, sizeof buf)) > 0)
+        if (eco_write_full(p->to, buf, (size_t)n) != n)
+            break;
+    if (n < 0) /* an error, not EOF: stop the other side too */
+        shutdown(p->from, SHUT_RDWR);
+    shutdown(p->to, SHUT_WR);
+    return NULL;
+}
+
+static void *client(void *arg)
+{
+    int cfd = (int)(intptr_t)arg;
+    int bfd = eco_socket(backend->ai_family, SOCK_STREAM, 0);
+    if (bfd < 0 || eco_connect(bfd, backend->ai_addr, backend->ai_addrlen) != 0) {
+        fprintf(stderr, "tcp_proxy: backend: %s\n", strerror(errno));
+        if (bfd >= 0)
+            eco_close(bfd);
+        eco_close(cfd);
+        return NULL;
+    }
+    int one = 1;
+    setsockopt(bfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct pipe_ends up = {cfd, bfd}, down = {bfd, cfd};
+    eco_t *back = eco_create(pump, &down, NULL);
+    if (back == NULL) {
+        perror("eco_create");
+    } else {
+        eco_resume(back); /* backend -> client, beside us */
+        pump(&up);        /* client -> backend, here */
+        eco_join(back, NULL);
+    }
+    eco_close(bfd);
+    eco_close(cfd);
+    return NULL;
+}
+
+static void *accept_loop(void *arg)
+{
+    int lfd = (int)(intptr_t)arg;
+    for (;;) {
+        int fd = eco_accept(lfd, NULL, NULL);
+        if (fd < 0) {
+            perror("accept");
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                eco_sleep(100);
+                continue;
+            }
+            break;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        if (eco_go(client, (void *)(intptr_t)fd) != 0) {
+            perror("eco_go");
+            eco_close(fd);
+        }
+    }
+    eco_close(lfd);
+    return NULL;
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: tcp_proxy --listen PORT --backend HOST:PORT [--bind ADDR]\n"
+                 "  Accepts TCP connections on PORT and relays each to its own\n"
+                 "  connection to HOST:PORT, both ways, passing half-closes on.\n"
+                 "  --bind ADDR  address to listen on (default 127.0.0.1)\n");
+}
+
+static int bad(const char *what)
+{
+    fprintf(stderr, "tcp_proxy: %s\n", what);
+    usage(stderr);
+    return 2;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {{"listen", required_argument, NULL, 'l'},
+                                         {"backend", required_argument, NULL, 'B'},
+                                         {"bind", required_argument, NULL, 'b'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    const char *lport = NULL, *target = NULL, *bind_addr = "127.0.0.1";
+    int c;
+    while ((c = getopt_long(argc, argv, "l:B:b:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'l': lport = optarg; break;
+        case 'B': target = optarg; break;
+        case 'b': bind_addr = optarg; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    char *end;
+    long lp = lport ? strtol(lport, &end, 10) : 0;
+    if (lport == NULL || *end != '\0' || lp < 1 || lp > 65535)
+        return bad("--listen must be a port number from 1 to 65535");
+    const char *colon = target ? strrchr(target, ':') : NULL;
+    if (colon == NULL || colon == target || colon[1] == '\0' || optind != argc)
+        return bad("--backend must be HOST:PORT");
+    char host[256];
+    size_t hl = (size_t)(colon - target);
+    if (hl >= sizeof host)
+        return bad("--backend host is too long");
+    memcpy(host, target, hl);
+    host[hl] = '\0';
+    if (host[0] == '[' && hl > 2 && host[hl - 1] == ']') { /* [::1]:port */
+        memmove(host, host + 1, hl - 2);
+        host[hl - 2] = '\0';
+    }
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_NUMERICSERV};
+    int rc = getaddrinfo(host, colon + 1, &hints, &backend);
+    if (rc != 0) {
+        fprintf(stderr, "tcp_proxy: backend %s: %s\n", target, gai_strerror(rc));
+        return 2;
+    }
+    struct addrinfo lh = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                          .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *la;
+    rc = getaddrinfo(bind_addr, lport, &lh, &la);
+    if (rc != 0) {
+        fprintf(stderr, "tcp_proxy: %s: %s\n", bind_addr, gai_strerror(rc));
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    if (eco_setup(NULL) != 0) {
+        perror("eco_setup");
+        return 1;
+    }
+    int lfd = eco_socket(la->ai_family, SOCK_STREAM, 0);
+    int one = 1;
+    if (lfd < 0 || setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        bind(lfd, la->ai_addr, la->ai_addrlen) != 0 || listen(lfd, 4096) != 0) {
+        fprintf(stderr, "tcp_proxy: listen on %s port %s: %s\n", bind_addr, lport,
+                strerror(errno));
+        return 1;
+    }
+    freeaddrinfo(la);
+    printf("tcp_proxy: listening on %s port %ld, relaying to %s\n", bind_addr, lp, target);
+    fflush(stdout);
+    eco_go(accept_loop, (void *)(intptr_t)lfd);
+    eco_loop();
+    eco_teardown();
+    freeaddrinfo(backend);
+    return 0;
+}
