@@ -83,11 +83,22 @@ static int listen_on(const char *addr, const char *port)
     return fd;
 }
 
+static int local_port(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
+        return -1;
+    if (ss.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
 static void usage(FILE *out)
 {
     fprintf(out, "usage: echo_server --port N [--bind ADDR]\n"
                  "  Echoes every byte back on each TCP connection.\n"
-                 "  --port N     port to listen on (1-65535)\n"
+                 "  --port N     port to listen on (0: any free port)\n"
                  "  --bind ADDR  address to listen on (default 127.0.0.1)\n");
 }
 
@@ -109,8 +120,8 @@ int main(int argc, char **argv)
     }
     char *end;
     long p = port ? strtol(port, &end, 10) : 0;
-    if (port == NULL || *end != '\0' || p < 1 || p > 65535 || optind != argc) {
-        fprintf(stderr, "echo_server: --port must be a number from 1 to 65535\n");
+    if (port == NULL || *end != '\0' || p < 0 || p > 65535 || optind != argc) {
+        fprintf(stderr, "echo_server: --port must be a number from 0 to 65535\n");
         usage(stderr);
         return 2;
     }
@@ -122,7 +133,7 @@ int main(int argc, char **argv)
     int lfd = listen_on(bind_addr, port);
     if (lfd < 0)
         return 1;
-    printf("echo_server: listening on %s port %ld\n", bind_addr, p);
+    printf("echo_server: listening on %s port %d\n", bind_addr, local_port(lfd));
     fflush(stdout);
     eco_go(accept_loop, (void *)(intptr_t)lfd);
     eco_loop();

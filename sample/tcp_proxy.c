@@ -8,6 +8,7 @@
  * (shutdown SHUT_WR) and keeps copying the other way until it ends too.
  */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <netdb.h>
@@ -128,8 +129,8 @@ int main(int argc, char **argv)
     }
     char *end;
     long lp = lport ? strtol(lport, &end, 10) : 0;
-    if (lport == NULL || *end != '\0' || lp < 1 || lp > 65535)
-        return bad("--listen must be a port number from 1 to 65535");
+    if (lport == NULL || *end != '\0' || lp < 0 || lp > 65535)
+        return bad("--listen must be a port number from 0 (any free port) to 65535");
     const char *colon = target ? strrchr(target, ':') : NULL;
     if (colon == NULL || colon == target || colon[1] == '\0' || optind != argc)
         return bad("--backend must be HOST:PORT");
@@ -172,7 +173,12 @@ int main(int argc, char **argv)
         return 1;
     }
     freeaddrinfo(la);
-    printf("tcp_proxy: listening on %s port %ld, relaying to %s\n", bind_addr, lp, target);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    getsockname(lfd, (struct sockaddr *)&ss, &sl);
+    int actual = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                : ((struct sockaddr_in *)&ss)->sin_port);
+    printf("tcp_proxy: listening on %s port %d, relaying to %s\n", bind_addr, actual, target);
     fflush(stdout);
     eco_go(accept_loop, (void *)(intptr_t)lfd);
     eco_loop();
