@@ -832,7 +832,6 @@ int eco_poll(struct pollfd *fds, nfds_t nfds, long timeout_ms)
     }
     long deadline = timeout_ms > 0 ? now_ms() + timeout_ms : -1;
     struct event_base *base = co->rt->base;
-    short et = (event_base_get_features(base) & EV_FEATURE_ET) ? EV_ET : 0;
     for (;;) {
         nfds_t added = 0;
         for (nfds_t i = 0; i < nfds; i++) {
@@ -845,9 +844,6 @@ int eco_poll(struct pollfd *fds, nfds_t nfds, long timeout_ms)
                 what |= EV_WRITE;
             if (what == 0)
                 what = EV_READ; /* hang-ups and errors make an fd readable */
-            /* libevent refuses to mix edge- and level-triggered events on
-             * one fd, and the socket calls keep an edge-triggered one. */
-            what |= et;
             struct event *ev = (struct event *)(buf + added * evsize);
             if (event_assign(ev, base, fds[i].fd, what, poll_cb, co) == 0 &&
                 event_add(ev, NULL) == 0)

@@ -278,10 +278,10 @@ ECO_API int eco_poll(struct pollfd *fds, nfds_t nfds, long timeout_ms);
  * EPIPE.  Waiters on one fd and direction are served first-in first-out;
  * a reader and a writer of one fd do not wait for each other.
  *
- * libeco keeps one edge-triggered libevent event per fd it waited on, from
- * the first wait until eco_close.  Close such fds with eco_close, not
- * close(2), and do not add your own level-triggered event for the same fd
- * to the same event_base (libevent refuses to mix the two).
+ * libeco keeps a persistent level-triggered libevent event per fd and
+ * direction it waited on, until eco_close: close such fds with eco_close,
+ * not close(2).  Do not add your own edge-triggered (EV_ET) event for the
+ * same fd to the same event_base: libevent refuses to mix the two kinds.
  */
 
 #include <sys/socket.h>

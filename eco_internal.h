@@ -137,7 +137,6 @@ struct eco_rt {
     /* Per-fd wait state of eco_socket.c, indexed by fd. */
     void **fdtab;
     size_t fdtab_n;
-    int fd_et;             /* the base can do edge-triggered events */
 
     void *altstack;        /* sigaltstack we installed, or NULL */
     size_t altstack_size;

@@ -2,14 +2,19 @@
  * eco_socket.c - POSIX-shaped socket calls that park the calling coroutine,
  * not the thread.
  *
- * Each runtime keeps a table indexed by fd.  An entry holds one libevent
- * event for both directions and, per direction, a FIFO of parked waiters, a
- * readiness hint and an owner (the fd lock of eco_fd_lock).  With an
- * edge-triggered backend (epoll) the event is added at the first wait and
- * stays until eco_close, so a request costs no epoll_ctl.  The hint lets a
- * call park without first paying for a syscall that would say EAGAIN: on a
- * stream, a short read means the receive queue was drained and a short
- * write that the send buffer is full, and the next edge sets it again.
+ * Each runtime keeps a table indexed by fd.  An entry holds, per
+ * direction, a FIFO of parked waiters, a readiness hint, an owner (the fd
+ * lock of eco_fd_lock) and one persistent level-triggered libevent event,
+ * added at the first wait.  The read event stays added while someone keeps
+ * reading, so a request costs no epoll_ctl; it is taken out only when it
+ * fires with nobody waiting (the loop would spin otherwise), and the write
+ * event only while a writer waits, as a hand-written callback program does.
+ *
+ * The hint lets a call park without first paying for a read that would say
+ * EAGAIN: on a stream, a short read means the receive queue was drained and
+ * a short write that the send buffer is full.  Level-triggered events make
+ * that safe: whatever is pending (data, end of file, a reset) is reported
+ * again by the next poll of the loop, so no wake-up is lost.
  *
  * One readiness wakes one waiter (the head).  A waiter whose call then
  * succeeds, with the fd still ready, wakes the next one: no thundering herd,
@@ -43,12 +48,14 @@ struct queue {
 };
 
 struct dir {
+    struct event *ev;    /* EV_READ or EV_WRITE, persistent; after the struct */
     struct queue io;     /* parked until the fd is ready this way */
     struct queue lock;   /* parked until they own this direction */
     eco_t *owner;        /* holder of the direction, or NULL */
     long timeout_ms;     /* bound on each call; -1: none */
     unsigned char ready; /* 0: known not ready, park without a syscall */
     unsigned char baton; /* a waiter woken for readiness has yet to run */
+    unsigned char armed; /* ev is assigned and added */
 };
 
 struct fdstate {
@@ -58,10 +65,7 @@ struct fdstate {
     unsigned char open;    /* checked and made nonblocking since the last close */
     unsigned char stream;  /* short transfers say drained / full */
     unsigned char sock;    /* a socket: writes use MSG_NOSIGNAL */
-    unsigned char added;   /* ev is in the base */
-    short mask;            /* level-triggered backends: directions in ev */
     struct dir d[2];
-    struct event *ev;      /* storage right after this struct */
 };
 
 /* One blocking call in progress. */
@@ -124,11 +128,13 @@ static long now_ms(void)
     return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void fd_cb(evutil_socket_t fd, short what, void *arg);
-
 static void dir_reset(struct dir *d)
 {
+    struct event *ev = d->ev;
+    if (d->armed)
+        event_del(ev);
     memset(d, 0, sizeof *d);
+    d->ev = ev;
     d->timeout_ms = -1;
     d->ready = 1;
 }
@@ -146,11 +152,6 @@ static void fd_drop(struct fdstate *f)
             eco__wake(w->co, ECO_WAKE_CLOSED);
         dir_reset(&f->d[i]);
     }
-    if (f->added) {
-        event_del(f->ev);
-        f->added = 0;
-    }
-    f->mask = 0;
     f->open = 0;
 }
 
@@ -171,22 +172,22 @@ static struct fdstate *fd_slot(struct eco_rt *rt, int fd)
             return NULL;
         }
         memset(grown + rt->fdtab_n, 0, (n - rt->fdtab_n) * sizeof *grown);
-        if (rt->fdtab == NULL)
-            rt->fd_et = (event_base_get_features(rt->base) & EV_FEATURE_ET) != 0;
         rt->fdtab = grown;
         rt->fdtab_n = n;
     }
     struct fdstate *f = rt->fdtab[fd];
     if (f == NULL) {
         size_t head = (sizeof *f + 15) & ~(size_t)15;
-        f = calloc(1, head + event_get_struct_event_size());
+        size_t evsize = (event_get_struct_event_size() + 15) & ~(size_t)15;
+        f = calloc(1, head + 2 * evsize);
         if (f == NULL) {
             errno = ENOMEM;
             return NULL;
         }
         f->rt = rt;
         f->fd = fd;
-        f->ev = (struct event *)((char *)f + head);
+        f->d[RD].ev = (struct event *)((char *)f + head);
+        f->d[WR].ev = (struct event *)((char *)f + head + evsize);
         dir_reset(&f->d[RD]);
         dir_reset(&f->d[WR]);
         rt->fdtab[fd] = f;
@@ -237,7 +238,7 @@ static void fd_fresh(struct eco_rt *rt, int fd, int stream)
     struct fdstate *f = fd_slot(rt, fd);
     if (f == NULL)
         return; /* fd_check will look at it on first use */
-    if (f->open || f->added)
+    if (f->open || f->d[RD].armed || f->d[WR].armed)
         fd_drop(f);
     f->sock = 1;
     f->stream = (unsigned char)stream;
@@ -248,8 +249,9 @@ void eco__fd_teardown(struct eco_rt *rt)
 {
     for (size_t i = 0; i < rt->fdtab_n; i++) {
         struct fdstate *f = rt->fdtab[i];
-        if (f != NULL && f->added)
-            event_del(f->ev);
+        for (int d = 0; f != NULL && d < 2; d++)
+            if (f->d[d].armed)
+                event_del(f->d[d].ev);
         free(f);
     }
     free(rt->fdtab);
@@ -258,23 +260,6 @@ void eco__fd_teardown(struct eco_rt *rt)
 }
 
 /* ---- readiness ---- */
-
-/* Level-triggered backends: watch exactly the directions someone waits on,
- * or the loop would spin on an fd nobody reads. */
-static void lt_update(struct fdstate *f)
-{
-    short mask = (short)((f->d[RD].io.head ? EV_READ : 0) | (f->d[WR].io.head ? EV_WRITE : 0));
-    if (mask == f->mask)
-        return;
-    if (f->added)
-        event_del(f->ev);
-    f->added = 0;
-    f->mask = mask;
-    if (mask != 0) {
-        event_assign(f->ev, f->rt->base, f->fd, mask | EV_PERSIST, fd_cb, f);
-        f->added = event_add(f->ev, NULL) == 0;
-    }
-}
 
 /* Hands readiness to the head waiter if the fd is ready and nobody holds
  * the baton.  now: resume it at once (from a callback). */
@@ -291,22 +276,34 @@ static void kick(struct fdstate *f, int dir, int now)
         eco__wake(w->co, ECO_WAKE_READY);
 }
 
-static void fd_cb(evutil_socket_t fd, short what, void *arg)
+static void rd_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct fdstate *f = arg;
-    unsigned gen = f->gen;
+    struct dir *d = &f->d[RD];
     (void)fd;
-    if (what & EV_READ) {
-        f->d[RD].ready = 1;
-        kick(f, RD, 1);
+    (void)what;
+    d->ready = 1;
+    if (d->io.head == NULL && !d->baton) {
+        /* Nobody reads now: stop the level-triggered event from firing on
+         * every pass; the next wait adds it back. */
+        event_del(d->ev);
+        d->armed = 0;
+        return;
     }
-    /* The reader may have closed the fd and the number come back. */
-    if ((what & EV_WRITE) && f->gen == gen) {
-        f->d[WR].ready = 1;
-        kick(f, WR, 1);
-    }
-    if (!f->rt->fd_et && f->gen == gen)
-        lt_update(f);
+    kick(f, RD, 1);
+}
+
+static void wr_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct fdstate *f = arg;
+    struct dir *d = &f->d[WR];
+    (void)fd;
+    (void)what;
+    d->ready = 1;
+    /* Writers wait only while the send buffer is full: watch only then. */
+    event_del(d->ev);
+    d->armed = 0;
+    kick(f, WR, 1);
 }
 
 /* Milliseconds the call may still park: -1 without a timeout. */
@@ -329,16 +326,18 @@ static int io_wait(struct call *c, int front)
 {
     struct fdstate *f = c->f;
     struct dir *d = &f->d[c->dir];
-    if (f->rt->fd_et && !f->added) {
-        event_assign(f->ev, f->rt->base, f->fd, EV_READ | EV_WRITE | EV_ET | EV_PERSIST, fd_cb,
-                     f);
+    if (!d->armed) {
+        if (c->dir == RD)
+            event_assign(d->ev, f->rt->base, f->fd, EV_READ | EV_PERSIST, rd_cb, f);
+        else
+            event_assign(d->ev, f->rt->base, f->fd, EV_WRITE | EV_PERSIST, wr_cb, f);
         errno = 0;
-        if (event_add(f->ev, NULL) != 0) {
+        if (event_add(d->ev, NULL) != 0) {
             if (errno == 0)
                 errno = EIO;
             return -1;
         }
-        f->added = 1;
+        d->armed = 1;
     }
     long t = remaining(c);
     if (t == 0) {
@@ -347,8 +346,6 @@ static int io_wait(struct call *c, int front)
     }
     struct waiter w = {.co = c->co};
     q_push(&d->io, &w, front);
-    if (!f->rt->fd_et)
-        lt_update(f);
     kick(f, c->dir, 0);
     /* libevent's coarse clock may end the wait a tick early. */
     int why;
@@ -361,8 +358,6 @@ static int io_wait(struct call *c, int front)
     }
     if (w.linked) {
         q_unlink(&d->io, &w);
-        if (!f->rt->fd_et)
-            lt_update(f);
     } else {
         d->baton = 0; /* we were handed readiness, whatever woke us first */
     }
@@ -743,7 +738,7 @@ int eco_close(int fd)
     struct eco_rt *rt = eco__rt;
     if (rt != NULL && fd >= 0 && (size_t)fd < rt->fdtab_n && rt->fdtab[fd] != NULL) {
         struct fdstate *f = rt->fdtab[fd];
-        if (f->open || f->added)
+        if (f->open || f->d[RD].armed || f->d[WR].armed)
             fd_drop(f);
     }
     return close(fd);

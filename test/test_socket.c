@@ -283,6 +283,46 @@ START_TEST(half_close_wakes_reader_with_eof)
 }
 END_TEST
 
+/* ---- a short read must not hide what came with the data ----
+ * The reader is parked when data and the end of the stream (or a reset)
+ * arrive together: after the short read that takes the data, the next read
+ * must see the end, not park for ever. */
+
+static int sr_fd[2], sr_parked;
+
+static void *sr_reader(void *arg)
+{
+    (void)arg;
+    char b[100];
+    sr_parked = 1;
+    ck_assert_int_eq(eco_read(sr_fd[0], b, sizeof b), 3);
+    ck_assert_int_eq(eco_read(sr_fd[0], b, sizeof b), 0);
+    return NULL;
+}
+
+static void *sr_writer(void *arg)
+{
+    (void)arg;
+    while (!sr_parked)
+        eco_sleep(0);
+    ck_assert_int_eq(write(sr_fd[1], "abc", 3), 3);
+    ck_assert_int_eq(shutdown(sr_fd[1], SHUT_WR), 0);
+    return NULL;
+}
+
+START_TEST(data_and_eof_together_after_a_wait)
+{
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sr_fd), 0);
+    sr_parked = 0;
+    ck_assert_int_eq(eco_go(sr_reader, NULL), 0);
+    ck_assert_int_eq(eco_go(sr_writer, NULL), 0);
+    ck_assert_int_eq(eco_fd_timeout(sr_fd[0], ECO_RD, 5000), 0); /* a hang fails */
+    ck_assert_int_eq(eco_loop(), 0);
+    eco_close(sr_fd[0]);
+    eco_close(sr_fd[1]);
+}
+END_TEST
+
 /* ---- peer reset ---- */
 
 static int rs_port, rs_step;
@@ -362,6 +402,47 @@ static void *rs_slow_resetter(void *arg)
     reset_now(fd);
     return NULL;
 }
+
+static void *rs_data_then_reset(void *arg)
+{
+    (void)arg;
+    int fd = tcp_connect(rs_port);
+    while (rs_step != 1)
+        eco_sleep(0);
+    ck_assert_int_eq(write(fd, "abc", 3), 3);
+    reset_now(fd);
+    return NULL;
+}
+
+static void *rs_short_reader(void *arg)
+{
+    int lfd = (int)(intptr_t)arg;
+    int c = eco_accept(lfd, NULL, NULL);
+    ck_assert_int_ge(c, 0);
+    ck_assert_int_eq(eco_fd_timeout(c, ECO_RD, 5000), 0); /* a hang fails */
+    char b[64];
+    rs_step = 1;
+    ssize_t n = eco_read(c, b, sizeof b);
+    if (n == 3) /* the data, then the reset; or the reset destroyed both */
+        n = eco_read(c, b, sizeof b);
+    ck_assert_int_eq(n, -1);
+    ck_assert_int_eq(errno, ECONNRESET);
+    eco_close(c);
+    eco_close(lfd);
+    rs_step = 2;
+    return NULL;
+}
+
+START_TEST(data_then_reset_after_a_wait)
+{
+    int lfd = tcp_listener(&rs_port);
+    rs_step = 0;
+    ck_assert_int_eq(eco_go(rs_short_reader, (void *)(intptr_t)lfd), 0);
+    ck_assert_int_eq(eco_go(rs_data_then_reset, NULL), 0);
+    ck_assert_int_eq(eco_loop(), 0);
+    ck_assert_int_eq(rs_step, 2);
+}
+END_TEST
 
 START_TEST(peer_reset_during_write)
 {
@@ -980,6 +1061,8 @@ int main(void)
     tcase_add_test(tc, full_duplex_socketpair);
     tcase_add_test(tc, pipe_bulk);
     tcase_add_test(tc, half_close_wakes_reader_with_eof);
+    tcase_add_test(tc, data_and_eof_together_after_a_wait);
+    tcase_add_test(tc, data_then_reset_after_a_wait);
     tcase_add_test(tc, peer_reset_during_read);
     tcase_add_test(tc, peer_reset_during_write);
     tcase_add_test(tc, connect_to_closed_port_is_refused);
