@@ -9,7 +9,7 @@ ROOT=$(pwd)
 JOBS=$(nproc 2>/dev/null || echo 2)
 FLAVOURS=${ECO_FLAVOURS:-"native asan tsan valgrind aarch64"}
 
-sh tools/deps.sh build-essential cmake pkg-config libevent-dev check
+sh tools/deps.sh build-essential cmake pkg-config libevent-dev check redis-server
 
 build_and_test() { # name, extra cmake args...
     name=$1; shift
