@@ -7,11 +7,12 @@
  * One coroutine per client reads the client's pipelined requests, sends
  * each to the backend its key hashes to, over one of that backend's K shared
  * connections, and writes the replies back in order.  The path of a batch of
- * requests reads top to bottom in serve_batch():
+ * requests reads top to bottom in forward():
  *
- *     hold the connection's write side, write the requests, let go;
- *     hold its read side (queued in the order the requests went out),
- *     read exactly that many replies, let go.
+ *     queue the requests on the connection (a flusher coroutine writes
+ *     what every client queued in one write);
+ *     hold its read side, queued in the order the requests were, read
+ *     exactly that many replies, let go.
  *
  * A backend that goes away gets its clients an error reply, not a hang; a
  * reconnecting coroutine brings the connection back with backoff.
@@ -195,8 +196,11 @@ static long resp_request(const char *p, size_t n, const char **key, size_t *keyl
 
 struct conn {
     struct backend *be;
-    int fd;         /* -1 while down */
-    struct buf in;  /* replies read ahead; touched only under ECO_RD */
+    int fd;           /* -1 while down */
+    struct buf in;    /* replies read ahead; touched only under ECO_RD */
+    struct buf out;   /* requests waiting for the flusher */
+    struct buf spare; /* the flusher's buffer, swapped with out */
+    int flushing;     /* a flusher coroutine is on its way */
 };
 
 struct backend {
@@ -246,6 +250,7 @@ static void conn_fail(struct conn *c, int fd)
     fprintf(stderr, "redis_proxy: backend %s: connection lost\n", c->be->name);
     c->fd = -1;
     c->in.start = c->in.end = 0;
+    c->out.start = c->out.end = 0;
     eco_close(fd);
     eco_go(reconnect, c);
 }
@@ -284,24 +289,47 @@ static unsigned hash_key(const char *k, size_t n)
     return h;
 }
 
+/* Writes what clients queued on c, in the order they queued it.  Clients
+ * woken in one pass of the loop all queue before it runs, so their
+ * requests leave in one write. */
+static void *flush(void *arg)
+{
+    struct conn *c = arg;
+    while (c->out.end > c->out.start && c->fd >= 0) {
+        struct buf b = c->out; /* new requests go to the other buffer */
+        c->out = c->spare;
+        c->out.start = c->out.end = 0;
+        int fd = c->fd;
+        ssize_t len = (ssize_t)(b.end - b.start);
+        if (eco_write_full(fd, b.data + b.start, (size_t)len) != len)
+            conn_fail(c, fd); /* its readers wake with an error */
+        c->spare = b;
+    }
+    c->flushing = 0;
+    return NULL;
+}
+
 /* Sends the requests of reqs[] that go to backend b over connection c and
  * stores their replies (or error replies) in replies. */
 static void forward(struct conn *c, const char *in, struct request *reqs, int n, int b,
-                    struct buf *scratch, struct buf *replies)
+                    struct buf *replies)
 {
     int fd = c->fd, ok = fd >= 0;
-    scratch->start = scratch->end = 0;
-    for (int i = 0; i < n; i++)
-        if (reqs[i].backend == b && buf_append(scratch, in + reqs[i].off, reqs[i].len) != 0)
+    size_t mark = c->out.end;
+    for (int i = 0; i < n && ok; i++)
+        if (reqs[i].backend == b && buf_append(&c->out, in + reqs[i].off, reqs[i].len) != 0) {
+            c->out.end = mark; /* all or none: a reply must follow each */
             ok = 0;
-    /* Write them all, then queue for the read side before anyone else can
-     * write: our replies come next on this connection. */
-    if (ok && eco_fd_lock(fd, ECO_WR) == 0) {
-        ok = eco_write_full(fd, scratch->data, scratch->end) == (ssize_t)scratch->end;
-        eco_fd_unlock(fd, ECO_WR);
-    } else {
-        ok = 0;
+        }
+    if (ok && !c->flushing) {
+        c->flushing = 1;
+        if (eco_go(flush, c) != 0) {
+            c->flushing = 0;
+            ok = 0;
+        }
     }
+    /* Queue for the read side now, before any other client can queue a
+     * request: our replies are the next ones for us on this connection. */
     int locked = ok && eco_fd_lock(fd, ECO_RD) == 0;
     for (int i = 0; i < n; i++) {
         if (reqs[i].backend != b)
@@ -326,7 +354,7 @@ static void forward(struct conn *c, const char *in, struct request *reqs, int n,
 struct client {
     int fd;
     unsigned id;
-    struct buf in, out, scratch, replies;
+    struct buf in, out, replies;
     struct request reqs[MAX_BATCH];
 };
 
@@ -340,7 +368,7 @@ static int serve_batch(struct client *cl, int n)
         if (seen[b]++)
             continue;
         struct conn *c = &backends[b].conns[cl->id % (unsigned)conns_per_backend];
-        forward(c, cl->in.data, cl->reqs, n, b, &cl->scratch, &cl->replies);
+        forward(c, cl->in.data, cl->reqs, n, b, &cl->replies);
     }
     cl->out.start = cl->out.end = 0;
     for (int i = 0; i < n; i++)
@@ -407,7 +435,6 @@ done:
     eco_close(cl->fd);
     free(cl->in.data);
     free(cl->out.data);
-    free(cl->scratch.data);
     free(cl->replies.data);
     free(cl);
     return NULL;
