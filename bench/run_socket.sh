@@ -27,7 +27,8 @@ cmake --build "$B" -j "$JOBS" >>"$B.log" 2>&1 || { tail -50 "$B.log"; exit 1; }
 
 ulimit -n 8192 2>/dev/null || true
 TICK=$(getconf CLK_TCK)
-BASE=$((20000 + $$ % 20000))
+# Below the ephemeral range (32768 up), where a client socket may sit.
+BASE=$((20000 + $$ % 12000))
 P_ECO=$BASE P_RAW=$((BASE + 1)) P_ECOPROXY=$((BASE + 2)) P_RAWPROXY=$((BASE + 3))
 PIDS=""
 cleanup() { [ -z "$PIDS" ] || kill $PIDS 2>/dev/null || true; }
