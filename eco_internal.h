@@ -63,7 +63,8 @@ struct eco {
     int wake;              /* ECO_WAKE_* once woken, 0 while still parked */
     struct eco_rt *rt;
     eco_t *caller;         /* whom yield/park/return switches back to */
-    eco_t *next;           /* run queue or wait queue link */
+    eco_t *next;           /* run queue link */
+    eco_t *qprev, *qnext;  /* fd wait queue links (eco_socket.c) */
     eco_t *joiner;         /* coroutine parked in eco_join on this one */
     eco_fn fn;
     void *arg;
@@ -82,6 +83,7 @@ struct eco {
     unsigned valgrind_id;
     int joined;            /* a joiner from the main stack waits on it */
     int signaled;          /* set in co's thread when eco__signal reaches it */
+    unsigned char queued;  /* linked by qprev/qnext */
 
 #if defined(ECO_WITH_ASAN)
     const void *asan_bottom; /* stack bounds reported to ASan */
@@ -114,6 +116,7 @@ struct eco_rt {
     size_t pooled;
     size_t pool_limit;
     size_t stacks;         /* mapped now */
+    unsigned color;        /* spreads records over cache sets (eco_stack.c) */
     eco_t *all;            /* coroutines not yet freed, for teardown */
     eco_t *zombie;         /* a finished detached coroutine, freed later:
                               not while its own stack is running */

@@ -37,14 +37,11 @@
 
 enum { RD = 0, WR = 1 };
 
-struct waiter {
-    struct waiter *prev, *next;
-    eco_t *co;
-    int linked;
-};
-
+/* Waiters are linked through their coroutine records (qprev, qnext): a
+ * coroutine waits in one queue at a time, and waking it touches its record
+ * anyway. */
 struct queue {
-    struct waiter *head, *tail;
+    eco_t *head, *tail;
 };
 
 struct dir {
@@ -79,44 +76,44 @@ struct call {
 
 /* ---- queues ---- */
 
-static void q_push(struct queue *q, struct waiter *w, int front)
+static void q_push(struct queue *q, eco_t *co, int front)
 {
-    w->linked = 1;
+    co->queued = 1;
     if (q->head == NULL) {
-        w->prev = w->next = NULL;
-        q->head = q->tail = w;
+        co->qprev = co->qnext = NULL;
+        q->head = q->tail = co;
     } else if (front) {
-        w->prev = NULL;
-        w->next = q->head;
-        q->head->prev = w;
-        q->head = w;
+        co->qprev = NULL;
+        co->qnext = q->head;
+        q->head->qprev = co;
+        q->head = co;
     } else {
-        w->next = NULL;
-        w->prev = q->tail;
-        q->tail->next = w;
-        q->tail = w;
+        co->qnext = NULL;
+        co->qprev = q->tail;
+        q->tail->qnext = co;
+        q->tail = co;
     }
 }
 
-static void q_unlink(struct queue *q, struct waiter *w)
+static void q_unlink(struct queue *q, eco_t *co)
 {
-    if (w->prev != NULL)
-        w->prev->next = w->next;
+    if (co->qprev != NULL)
+        co->qprev->qnext = co->qnext;
     else
-        q->head = w->next;
-    if (w->next != NULL)
-        w->next->prev = w->prev;
+        q->head = co->qnext;
+    if (co->qnext != NULL)
+        co->qnext->qprev = co->qprev;
     else
-        q->tail = w->prev;
-    w->linked = 0;
+        q->tail = co->qprev;
+    co->queued = 0;
 }
 
-static struct waiter *q_pop(struct queue *q)
+static eco_t *q_pop(struct queue *q)
 {
-    struct waiter *w = q->head;
-    if (w != NULL)
-        q_unlink(q, w);
-    return w;
+    eco_t *co = q->head;
+    if (co != NULL)
+        q_unlink(q, co);
+    return co;
 }
 
 /* ---- the fd table ---- */
@@ -145,11 +142,11 @@ static void fd_drop(struct fdstate *f)
 {
     f->gen++;
     for (int i = 0; i < 2; i++) {
-        struct waiter *w;
+        eco_t *w;
         while ((w = q_pop(&f->d[i].io)) != NULL)
-            eco__wake(w->co, ECO_WAKE_CLOSED);
+            eco__wake(w, ECO_WAKE_CLOSED);
         while ((w = q_pop(&f->d[i].lock)) != NULL)
-            eco__wake(w->co, ECO_WAKE_CLOSED);
+            eco__wake(w, ECO_WAKE_CLOSED);
         dir_reset(&f->d[i]);
     }
     f->open = 0;
@@ -268,12 +265,12 @@ static void kick(struct fdstate *f, int dir, int now)
     struct dir *d = &f->d[dir];
     if (!d->ready || d->baton || d->io.head == NULL)
         return;
-    struct waiter *w = q_pop(&d->io);
+    eco_t *w = q_pop(&d->io);
     d->baton = 1;
     if (now)
-        eco__wake_now(w->co, ECO_WAKE_READY);
+        eco__wake_now(w, ECO_WAKE_READY);
     else
-        eco__wake(w->co, ECO_WAKE_READY);
+        eco__wake(w, ECO_WAKE_READY);
 }
 
 static void rd_cb(evutil_socket_t fd, short what, void *arg)
@@ -344,20 +341,20 @@ static int io_wait(struct call *c, int front)
         errno = ETIMEDOUT;
         return -1;
     }
-    struct waiter w = {.co = c->co};
-    q_push(&d->io, &w, front);
+    eco_t *w = c->co;
+    q_push(&d->io, w, front);
     kick(f, c->dir, 0);
     /* libevent's coarse clock may end the wait a tick early. */
     int why;
     do
         why = eco__park(t);
-    while (why == ECO_WAKE_TIMEOUT && w.linked && f->gen == c->gen && (t = remaining(c)) > 0);
+    while (why == ECO_WAKE_TIMEOUT && w->queued && f->gen == c->gen && (t = remaining(c)) > 0);
     if (f->gen != c->gen) {
         errno = EBADF;
         return -1;
     }
-    if (w.linked) {
-        q_unlink(&d->io, &w);
+    if (w->queued) {
+        q_unlink(&d->io, w);
     } else {
         d->baton = 0; /* we were handed readiness, whatever woke us first */
     }
@@ -384,18 +381,18 @@ static int lock_dir(struct call *c)
         errno = ETIMEDOUT;
         return -1;
     }
-    struct waiter w = {.co = c->co};
-    q_push(&d->lock, &w, 0);
+    eco_t *w = c->co;
+    q_push(&d->lock, w, 0);
     int why;
     do
         why = eco__park(t);
-    while (why == ECO_WAKE_TIMEOUT && w.linked && c->f->gen == c->gen && (t = remaining(c)) > 0);
+    while (why == ECO_WAKE_TIMEOUT && w->queued && c->f->gen == c->gen && (t = remaining(c)) > 0);
     if (c->f->gen != c->gen) {
         errno = EBADF;
         return -1;
     }
-    if (w.linked) {
-        q_unlink(&d->lock, &w);
+    if (w->queued) {
+        q_unlink(&d->lock, w);
         errno = ETIMEDOUT;
         return -1;
     }
@@ -405,10 +402,10 @@ static int lock_dir(struct call *c)
 static void unlock_dir(struct fdstate *f, int dir)
 {
     struct dir *d = &f->d[dir];
-    struct waiter *w = q_pop(&d->lock);
-    d->owner = w != NULL ? w->co : NULL;
+    eco_t *w = q_pop(&d->lock);
+    d->owner = w;
     if (w != NULL)
-        eco__wake(w->co, ECO_WAKE_READY);
+        eco__wake(w, ECO_WAKE_READY);
 }
 
 /* ---- the calls ---- */

@@ -35,6 +35,8 @@
 #endif
 
 #define GUARD_BYTES ((size_t)16 * 1024) /* at least one page; see guard_size */
+#define COLORS 32                         /* record offsets, in cache lines */
+#define COLOR_SPAN ((size_t)(COLORS - 1) * 64)
 
 /* 0 = not tried yet, 1 = MADV_GUARD_INSTALL works, 2 = it is missing or
  * has no effect. */
@@ -118,7 +120,7 @@ static eco_t *map_stack(struct eco_rt *rt, size_t stack_size)
     size_t pg = page_size();
     size_t guard = GUARD_BYTES > pg ? round_up(GUARD_BYTES, pg) : pg;
     size_t hs = header_size();
-    size_t total = guard + round_up(stack_size + hs, pg);
+    size_t total = guard + round_up(stack_size + hs + COLOR_SPAN, pg);
     char *map = mmap(NULL, total, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
     if (map == MAP_FAILED) {
@@ -130,7 +132,12 @@ static eco_t *map_stack(struct eco_rt *rt, size_t stack_size)
         errno = ENOMEM; /* mprotect fails with ENOMEM past vm.max_map_count */
         return NULL;
     }
-    eco_t *co = (eco_t *)(map + total - hs);
+    /* Mappings are page-aligned, so records (and stack tops) at one offset
+     * from the end would all fall in the same few cache sets: shift each
+     * by its own multiple of a cache line.  The record, the timer and a
+     * parked coroutine's first frames still share one page. */
+    size_t color = (rt->color++ % COLORS) * 64;
+    eco_t *co = (eco_t *)(map + total - hs - color);
     co->map = map;
     co->map_size = total;
     co->guard_size = guard;
