@@ -100,12 +100,21 @@ static void free_co(struct eco_rt *rt, eco_t *co)
 /* Makes co (INIT, PENDING or PARKED) the running coroutine, resumed by the
  * current one; the caller then switches.  by_loop: the runtime, not the
  * user, is resuming it. */
+_Static_assert(offsetof(struct eco, by_loop) == offsetof(struct eco, state) + 1,
+               "enter stores state and by_loop together");
+
 static inline eco_t *enter(struct eco_rt *rt, eco_t *co, int by_loop)
 {
     eco_t *cur = rt->current;
-    /* state and by_loop are adjacent bytes: one store when constant. */
+    /* state and by_loop are adjacent bytes: one 16-bit store (gcc's own
+     * merging loads the constant from memory instead). */
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint16_t both = (uint16_t)(ECO_S_ACTIVE | (by_loop << 8));
+    memcpy(&co->state, &both, sizeof both);
+#else
     co->state = ECO_S_ACTIVE;
     co->by_loop = (unsigned char)by_loop;
+#endif
     co->caller = cur;
     cur->state = ECO_S_STACKED;
     rt->current = co;
@@ -421,7 +430,6 @@ eco_t *eco_create(eco_fn fn, void *arg, const eco_attr_t *attr)
     return co;
 }
 
-#define RESUMABLE ((1u << ECO_S_INIT) | (1u << ECO_S_PENDING))
 
 /* Out of line, so the fast path of eco_resume needs no stack frame. */
 static __attribute__((noinline, cold)) int resume_error(const eco_t *co, const struct eco_rt *rt)
@@ -441,7 +449,7 @@ int eco_resume(eco_t *co)
 {
     struct eco_rt *rt = eco__rt;
     /* co->rt is never NULL, so the third test also catches rt == NULL. */
-    if (ECO_UNLIKELY(co == NULL || co->rt != rt || !((1u << co->state) & RESUMABLE)))
+    if (ECO_UNLIKELY(co == NULL || co->rt != rt || co->state > ECO_S_INIT))
         return resume_error(co, rt);
     eco_t *cur = enter(rt, co, 0);
 #if defined(ECO_WITH_ASAN) || defined(ECO_WITH_TSAN)
@@ -474,10 +482,11 @@ int eco_yield(void)
 {
     struct eco_rt *rt = eco__rt;
     eco_t *co;
-    if (ECO_UNLIKELY(rt == NULL || (co = rt->current) == &rt->main))
+    if (ECO_UNLIKELY(rt == NULL))
         return fail_eperm();
-    if (ECO_UNLIKELY(co->by_loop))
-        return yield_to_loop(rt, co);
+    co = rt->current;
+    if (ECO_UNLIKELY(co->by_loop)) /* also true on the main stack */
+        return co == &rt->main ? fail_eperm() : yield_to_loop(rt, co);
     co->state = ECO_S_PENDING;
     eco_t *to = co->caller;
     rt->current = to;
@@ -583,7 +592,11 @@ eco_t *eco_self(void)
 
 eco_state_t eco_state(const eco_t *co)
 {
-    return co->state == ECO_S_PARKED ? ECO_PENDING : (eco_state_t)co->state;
+    static const eco_state_t public_state[] = {
+        [ECO_S_PENDING] = ECO_PENDING, [ECO_S_INIT] = ECO_INIT,   [ECO_S_ACTIVE] = ECO_ACTIVE,
+        [ECO_S_STACKED] = ECO_STACKED, [ECO_S_DONE] = ECO_DONE,   [ECO_S_PARKED] = ECO_PENDING,
+    };
+    return public_state[co->state];
 }
 
 const char *eco_name(const eco_t *co)
@@ -626,6 +639,7 @@ int eco_setup(struct event_base *base)
     rt->pool_limit = POOL_LIMIT_DEFAULT;
     rt->current = &rt->main;
     rt->main.state = ECO_S_ACTIVE;
+    rt->main.by_loop = 1;
     rt->main.rt = rt;
     rt->notify_fd = -1;
     pthread_mutex_init(&rt->remote_lock, NULL);

@@ -35,11 +35,13 @@ struct event_base;
  * the run queue), which eco_resume must refuse.
  */
 enum {
-    ECO_S_INIT = ECO_INIT,
-    ECO_S_ACTIVE = ECO_ACTIVE,
-    ECO_S_STACKED = ECO_STACKED,
-    ECO_S_PENDING = ECO_PENDING,
-    ECO_S_DONE = ECO_DONE,
+    /* The two resumable states come first: eco_resume's check is then
+     * one compare.  eco_state maps these to the public values. */
+    ECO_S_PENDING = 0,
+    ECO_S_INIT = 1,
+    ECO_S_ACTIVE = 2,
+    ECO_S_STACKED = 3,
+    ECO_S_DONE = 4,
     ECO_S_PARKED = 5,
 };
 
@@ -57,7 +59,9 @@ struct eco_rt;
 struct eco {
     void *sp;              /* saved stack pointer while not running */
     unsigned char state;   /* ECO_S_* */
-    unsigned char by_loop; /* last resumed by the runtime, not by eco_resume */
+    unsigned char by_loop; /* last resumed by the runtime, not by eco_resume;
+                              always 1 in rt->main, so eco_yield's one test
+                              also sends the main stack to its slow path */
     unsigned char detached;
     unsigned char timer_set; /* timer has been event_assign'ed */
     int wake;              /* ECO_WAKE_* once woken, 0 while still parked */
