@@ -83,6 +83,7 @@ static inline void copy_elem(void *dst, const void *src, size_t size)
     case 8: memcpy(dst, src, 8); break;
     case 4: memcpy(dst, src, 4); break;
     case 16: memcpy(dst, src, 16); break;
+    case 0: break; /* elem may be NULL then */
     default: memcpy(dst, src, size); break;
     }
 }

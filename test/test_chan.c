@@ -1062,10 +1062,10 @@ static uint64_t stress_total(void)
     if (env != NULL && atoll(env) > 0)
         return (uint64_t)atoll(env);
 #if defined(__SANITIZE_THREAD__)
-    return 100000;
+    return 200000;
 #elif defined(__has_feature)
 #if __has_feature(thread_sanitizer)
-    return 100000;
+    return 200000;
 #endif
 #endif
     if (RUNNING_ON_VALGRIND)
