@@ -108,6 +108,7 @@ struct eco_rt {
     eco_t *runq_tail;
     struct event *runq_ev;
     int runq_armed;        /* runq_ev is active or scheduled */
+    int runq_budget;       /* resumes left before the loop polls for I/O */
 
     /* Pool of finished default-size stacks (linked through ->next). */
     eco_t *pool;
