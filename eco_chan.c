@@ -347,7 +347,7 @@ static void thread_wait_destroy(struct thread_wait *tw)
  * the waiter cancels s (0): then every record of s is still queued.  A
  * claim that races the timeout wins; its wake is then awaited.
  */
-static int wait_sel(struct sel *s, long timeout_ms)
+static inline __attribute__((always_inline)) int wait_sel(struct sel *s, long timeout_ms)
 {
     long deadline = timeout_ms > 0 ? now_ms() + timeout_ms : -1;
     if (s->co != NULL) {
