@@ -2,7 +2,7 @@
  * eco_chan.c - Go-like channels, safe across threads and runtimes.
  *
  * A channel is a ring buffer and two FIFO wait queues (senders, receivers)
- * under one mutex.  A blocked operation is a selection (struct sel): one wait
+ * under two locks (see struct eco_chan).  A blocked operation is a selection (struct sel): one wait
  * record per case, each in the queue of its channel.  Whoever completes the
  * selection first - a peer's send or receive, close, or the waiter's own
  * timeout - claims it; only the claimer moves the element (straight between
@@ -113,16 +113,51 @@ struct wq {
     struct waiter *head, *tail;
 };
 
+/*
+ * Two locks, so that a producer and a consumer on two cores do not fight
+ * over one cache line for every element: the send lock guards the ring's
+ * tail, the receive lock its head; everything else (the wait queues,
+ * closed) changes only under both, so either one suffices to read it.
+ * The ring's counters are published with release stores and read with
+ * acquire loads by the other side, as in a single-producer single-consumer
+ * ring.  An unbuffered channel has no ring and uses one lock for both.
+ * Lock order: send before receive; channels by address (select).
+ */
 struct eco_chan {
-    chan_lock_t lock;
+    /* Read-mostly: set at creation, or changed only under both locks. */
     size_t elem_size;
     size_t cap;
-    size_t head;           /* ring: count elements from slot head */
-    size_t count;
+    unsigned char *buf;    /* cap slots, in the same allocation */
+    chan_lock_t *rlock;    /* &rlk, or &slk when unbuffered */
     int closed;
     struct wq sendq, recvq;
-    unsigned char *buf;    /* cap slots, in the same allocation */
+
+    /* The senders' side. */
+    _Alignas(64) chan_lock_t slk;
+    _Atomic size_t tail;   /* elements ever put into the ring */
+    size_t tail_slot;      /* tail % cap */
+    size_t head_seen;      /* a recent head: room is known without a miss */
+
+    /* The receivers' side. */
+    _Alignas(64) chan_lock_t rlk;
+    _Atomic size_t head;   /* elements ever taken from the ring */
+    size_t head_slot;      /* head % cap */
+    size_t tail_seen;
 };
+
+static inline void lock_both(eco_chan_t *ch)
+{
+    lk_lock(&ch->slk);
+    if (ch->rlock != &ch->slk)
+        lk_lock(ch->rlock);
+}
+
+static inline void unlock_both(eco_chan_t *ch)
+{
+    if (ch->rlock != &ch->slk)
+        lk_unlock(ch->rlock);
+    lk_unlock(&ch->slk);
+}
 
 /* ---- small helpers ---- */
 
@@ -234,12 +269,38 @@ static inline unsigned char *slot(const eco_chan_t *ch, size_t i)
     return ch->buf + i * ch->elem_size;
 }
 
-static inline size_t ring_index(const eco_chan_t *ch, size_t i)
+static inline size_t next_slot(const eco_chan_t *ch, size_t i)
 {
-    return i >= ch->cap ? i - ch->cap : i;
+    return i + 1 == ch->cap ? 0 : i + 1;
 }
 
-/* ---- the operations, under ch->lock, never blocking ---- */
+/* Ring operations; the caller holds the lock of that end and has checked
+ * that there is room (push) or an element (pop). */
+static inline void ring_push(eco_chan_t *ch, const void *elem)
+{
+    size_t t = atomic_load_explicit(&ch->tail, memory_order_relaxed);
+    copy_elem(slot(ch, ch->tail_slot), elem, ch->elem_size);
+    ch->tail_slot = next_slot(ch, ch->tail_slot);
+    atomic_store_explicit(&ch->tail, t + 1, memory_order_release);
+}
+
+static inline void ring_pop(eco_chan_t *ch, void *out)
+{
+    size_t h = atomic_load_explicit(&ch->head, memory_order_relaxed);
+    if (out != NULL)
+        copy_elem(out, slot(ch, ch->head_slot), ch->elem_size);
+    ch->head_slot = next_slot(ch, ch->head_slot);
+    atomic_store_explicit(&ch->head, h + 1, memory_order_release);
+}
+
+/* Elements in the ring, exact when both locks are held. */
+static inline size_t ring_count(const eco_chan_t *ch)
+{
+    return atomic_load_explicit(&ch->tail, memory_order_acquire) -
+           atomic_load_explicit(&ch->head, memory_order_acquire);
+}
+
+/* ---- the operations, under both locks, never blocking ---- */
 
 /* 1: sent (to a waiting receiver, *woken set, or into the buffer);
  * 0: would block; -1: closed. */
@@ -256,9 +317,8 @@ static inline int send_locked(eco_chan_t *ch, const void *elem, struct sel **wok
         *woken = w->sel;
         return 1;
     }
-    if (ch->count < ch->cap) {
-        copy_elem(slot(ch, ring_index(ch, ch->head + ch->count)), elem, ch->elem_size);
-        ch->count++;
+    if (ring_count(ch) < ch->cap) {
+        ring_push(ch, elem);
         return 1;
     }
     return 0;
@@ -268,18 +328,13 @@ static inline int send_locked(eco_chan_t *ch, const void *elem, struct sel **wok
  * drained. */
 static inline int recv_locked(eco_chan_t *ch, void *out, struct sel **woken)
 {
-    if (ch->count > 0) {
-        unsigned char *s = slot(ch, ch->head);
-        if (out != NULL)
-            copy_elem(out, s, ch->elem_size);
-        ch->head = ring_index(ch, ch->head + 1);
-        ch->count--;
+    if (ring_count(ch) > 0) {
+        ring_pop(ch, out);
         /* A full buffer may have a sender waiting: its element takes the
          * slot just freed, in order behind the buffered ones. */
         struct waiter *w = take(&ch->sendq);
         if (w != NULL) {
-            copy_elem(slot(ch, ring_index(ch, ch->head + ch->count)), w->elem, ch->elem_size);
-            ch->count++;
+            ring_push(ch, w->elem);
             w->sel->fired = w->index;
             w->sel->closed = 0;
             *woken = w->sel;
@@ -400,16 +455,20 @@ eco_chan_t *eco_chan_new(size_t elem_size, size_t capacity)
         return NULL;
     }
     bytes = elem_size * capacity;
-    /* One allocation: the ring follows the channel, max-aligned. */
-    size_t head = (sizeof(eco_chan_t) + _Alignof(max_align_t) - 1) &
-                  ~(size_t)(_Alignof(max_align_t) - 1);
-    eco_chan_t *ch = malloc(head + bytes);
+    /* One allocation, cache-line aligned (the two sides' fields are on
+     * lines of their own); the ring follows the channel. */
+    size_t head = (sizeof(eco_chan_t) + 63) & ~(size_t)63;
+    eco_chan_t *ch = aligned_alloc(64, (head + bytes + 63) & ~(size_t)63);
     if (ch == NULL) {
         errno = ENOMEM;
         return NULL;
     }
     memset(ch, 0, sizeof *ch);
-    atomic_init(&ch->lock.v, 0);
+    atomic_init(&ch->slk.v, 0);
+    atomic_init(&ch->rlk.v, 0);
+    atomic_init(&ch->tail, 0);
+    atomic_init(&ch->head, 0);
+    ch->rlock = capacity > 0 ? &ch->rlk : &ch->slk;
     ch->elem_size = elem_size;
     ch->cap = capacity;
     ch->buf = (unsigned char *)ch + head;
@@ -423,9 +482,9 @@ int eco_chan_close(eco_chan_t *ch)
         return -1;
     }
     struct sel *list = NULL;
-    lk_lock(&ch->lock);
+    lock_both(ch);
     if (ch->closed) {
-        lk_unlock(&ch->lock);
+        unlock_both(ch);
         errno = EPIPE;
         return -1;
     }
@@ -449,7 +508,7 @@ int eco_chan_close(eco_chan_t *ch)
             w = next;
         }
     }
-    lk_unlock(&ch->lock);
+    unlock_both(ch);
     while (list != NULL) {
         struct sel *next = list->wake_next; /* before the wake frees it */
         wake(list);
@@ -462,9 +521,9 @@ int eco_chan_free(eco_chan_t *ch)
 {
     if (ch == NULL)
         return 0;
-    lk_lock(&ch->lock);
+    lock_both(ch);
     int busy = ch->sendq.head != NULL || ch->recvq.head != NULL;
-    lk_unlock(&ch->lock);
+    unlock_both(ch);
     if (busy) {
         errno = EBUSY;
         return -1;
@@ -489,19 +548,19 @@ static inline int op_result(int op, int closed)
     return -1;
 }
 
-/* The part of chan_op that waits; entered with ch->lock held, and the
+/* The part of chan_op that waits; entered with both locks held, and the
  * operation could not complete at once. */
 static __attribute__((noinline)) int chan_wait(eco_chan_t *ch, int op, void *elem, long timeout_ms)
 {
     if (timeout_ms == 0) {
-        lk_unlock(&ch->lock);
+        unlock_both(ch);
         errno = EAGAIN;
         return -1;
     }
     eco_t *co;
     int kind = waiter_kind(&co);
     if (kind < 0 || (kind > 0 && ECO_UNLIKELY(!co->rt->notify_added) && eco__signal_prepare() != 0)) {
-        lk_unlock(&ch->lock);
+        unlock_both(ch);
         return -1;
     }
     struct thread_wait tw;
@@ -521,15 +580,15 @@ static __attribute__((noinline)) int chan_wait(eco_chan_t *ch, int op, void *ele
     struct waiter w = {.sel = &s, .elem = elem, .index = 0};
     struct wq *q = op == OP_SEND ? &ch->sendq : &ch->recvq;
     wq_push(q, &w);
-    lk_unlock(&ch->lock);
+    unlock_both(ch);
 
     int claimed = wait_sel(&s, timeout_ms);
     if (co == NULL)
         thread_wait_destroy(&tw);
     if (!claimed) {
-        lk_lock(&ch->lock);
+        lock_both(ch);
         wq_unlink(q, &w);
-        lk_unlock(&ch->lock);
+        unlock_both(ch);
         errno = ETIMEDOUT;
         return -1;
     }
@@ -547,12 +606,45 @@ static inline __attribute__((always_inline)) int chan_op(eco_chan_t *ch, int op,
         errno = EINVAL;
         return -1;
     }
+    /* Buffered, nobody waiting on the other side, and room (an element):
+     * one end's lock is enough. */
+    if (op == OP_SEND && ch->cap > 0) {
+        lk_lock(&ch->slk);
+        if (ECO_LIKELY(!ch->closed && ch->recvq.head == NULL)) {
+            size_t t = atomic_load_explicit(&ch->tail, memory_order_relaxed);
+            if (t - ch->head_seen >= ch->cap)
+                ch->head_seen = atomic_load_explicit(&ch->head, memory_order_acquire);
+            if (t - ch->head_seen < ch->cap) {
+                ring_push(ch, elem);
+                lk_unlock(&ch->slk);
+                return 0;
+            }
+        }
+        lk_lock(&ch->rlk); /* both, in order */
+    } else if (op == OP_RECV && ch->cap > 0) {
+        lk_lock(&ch->rlk);
+        if (ECO_LIKELY(ch->sendq.head == NULL)) {
+            size_t h = atomic_load_explicit(&ch->head, memory_order_relaxed);
+            /* tail_seen may lag behind head too: elements taken under
+             * both locks do not move it. */
+            if ((ptrdiff_t)(ch->tail_seen - h) <= 0)
+                ch->tail_seen = atomic_load_explicit(&ch->tail, memory_order_acquire);
+            if ((ptrdiff_t)(ch->tail_seen - h) > 0) {
+                ring_pop(ch, elem);
+                lk_unlock(&ch->rlk);
+                return 1;
+            }
+        }
+        lk_unlock(&ch->rlk); /* and take both, in order */
+        lock_both(ch);
+    } else {
+        lk_lock(&ch->slk); /* unbuffered: the one lock */
+    }
     struct sel *woken = NULL;
-    lk_lock(&ch->lock);
     int r = op == OP_SEND ? send_locked(ch, elem, &woken) : recv_locked(ch, elem, &woken);
     if (ECO_UNLIKELY(r == 0))
         return chan_wait(ch, op, elem, timeout_ms);
-    lk_unlock(&ch->lock);
+    unlock_both(ch);
     if (woken != NULL)
         wake(woken);
     return op_result(op, r < 0);
@@ -624,9 +716,9 @@ static void unlink_records(struct eco_chan_case *cases, const int *active, size_
         if (i == keep)
             continue;
         eco_chan_t *ch = cases[i].ch;
-        lk_lock(&ch->lock);
+        lock_both(ch);
         wq_unlink(cases[i].op == ECO_CHAN_SEND ? &ch->sendq : &ch->recvq, &recs[k]);
-        lk_unlock(&ch->lock);
+        unlock_both(ch);
     }
 }
 
@@ -703,7 +795,7 @@ int eco_chan_select(struct eco_chan_case *cases, size_t n, long timeout_ms)
     int ret = -1;
     struct sel *woken = NULL;
     for (size_t a = 0; a < nlock; a++)
-        lk_lock(&lock[a]->lock);
+        lock_both(lock[a]);
     for (size_t a = 0; a < m; a++) {
         struct eco_chan_case *c = &cases[active[a]];
         int r = c->op == ECO_CHAN_SEND ? send_locked(c->ch, c->elem, &woken)
@@ -719,7 +811,7 @@ int eco_chan_select(struct eco_chan_case *cases, size_t n, long timeout_ms)
     if (ret < 0 && timeout_ms != 0) {
         if (co != NULL && !co->rt->notify_added && eco__signal_prepare() != 0) {
             for (size_t a = 0; a < nlock; a++)
-                lk_unlock(&lock[a]->lock);
+                unlock_both(lock[a]);
             free(heap);
             return -1;
         }
@@ -744,7 +836,7 @@ int eco_chan_select(struct eco_chan_case *cases, size_t n, long timeout_ms)
         }
     }
     for (size_t a = nlock; a > 0; a--)
-        lk_unlock(&lock[a - 1]->lock);
+        unlock_both(lock[a - 1]);
     if (woken != NULL)
         wake(woken);
     if (ret >= 0 || timeout_ms == 0) {

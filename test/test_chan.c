@@ -343,6 +343,56 @@ START_TEST(waiters_served_fifo)
     long last;
     ck_assert_int_eq(eco_chan_tryrecv(f.ch, &last), 1);
     ck_assert_int_eq(last, 4);
+    ck_assert_int_eq(eco_chan_tryrecv(f.ch, &last), -1); /* drained */
+    ck_assert_int_eq(errno, EAGAIN);
+    ck_assert_int_eq(eco_chan_free(f.ch), 0);
+}
+END_TEST
+
+/* Elements moved from waiting senders into the ring, then the ring's quick
+ * path again: nothing invented, nothing lost, order kept. */
+static void *ring_senders(void *arg)
+{
+    struct fifo_arg *a = arg;
+    long v = a->id;
+    ck_assert_int_eq(eco_chan_send(a->f->ch, &v), 0);
+    return NULL;
+}
+
+static void *ring_drain(void *arg)
+{
+    struct fifo *f = arg;
+    long v;
+    for (long i = 0; i < 6; i++) {
+        ck_assert_int_eq(eco_chan_tryrecv(f->ch, &v), 1);
+        ck_assert_int_eq(v, i);
+    }
+    ck_assert_int_eq(eco_chan_tryrecv(f->ch, &v), -1);
+    ck_assert_int_eq(errno, EAGAIN);
+    f->n = 6;
+    return NULL;
+}
+
+START_TEST(ring_after_waiting_senders)
+{
+    struct fifo f = {.ch = eco_chan_new(sizeof(long), 2)};
+    struct fifo_arg a[6];
+    for (int i = 0; i < 6; i++) {
+        a[i] = (struct fifo_arg){&f, i};
+        eco_go(ring_senders, &a[i]); /* 2 buffered, 4 wait */
+    }
+    eco_go(ring_drain, &f); /* runs once all six have sent or wait */
+    ck_assert_int_eq(eco_loop(), 0);
+    ck_assert_int_eq(f.n, 6);
+    long v;
+    for (long i = 10; i < 12; i++)
+        ck_assert_int_eq(eco_chan_trysend(f.ch, &i), 0);
+    ck_assert_int_eq(eco_chan_trysend(f.ch, &v), -1);
+    for (long i = 10; i < 12; i++) {
+        ck_assert_int_eq(eco_chan_tryrecv(f.ch, &v), 1);
+        ck_assert_int_eq(v, i);
+    }
+    ck_assert_int_eq(eco_chan_tryrecv(f.ch, &v), -1);
     ck_assert_int_eq(eco_chan_free(f.ch), 0);
 }
 END_TEST
@@ -1117,6 +1167,7 @@ int main(void)
     tcase_add_test(tc, unbuffered_rendezvous);
     tcase_add_test(tc, try_on_unbuffered);
     tcase_add_test(tc, waiters_served_fifo);
+    tcase_add_test(tc, ring_after_waiting_senders);
     tcase_add_test(tc, close_wakes_every_waiter);
     tcase_add_test(tc, close_keeps_buffered_elements);
     tcase_add_test(tc, timeouts_expire);
