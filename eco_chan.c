@@ -2,12 +2,12 @@
  * eco_chan.c - Go-like channels, safe across threads and runtimes.
  *
  * A channel is a ring buffer and two FIFO wait queues (senders, receivers)
- * under two locks (see struct eco_chan).  A blocked operation is a selection (struct sel): one wait
- * record per case, each in the queue of its channel.  Whoever completes the
- * selection first - a peer's send or receive, close, or the waiter's own
- * timeout - claims it; only the claimer moves the element (straight between
- * the peer's buffer and the waiter's: no intermediate copy) and it wakes the
- * waiter after dropping the lock.
+ * under two locks (see struct eco_chan).  A blocked operation is a
+ * selection (struct sel): one wait record per case, each in the queue of its
+ * channel.  Whoever completes the selection first - a peer's send or
+ * receive, close, or the waiter's own timeout - claims it; only the claimer
+ * moves the element (straight between the peer's buffer and the waiter's:
+ * no intermediate copy) and it wakes the waiter after dropping the locks.
  *
  * Only two parties ever unlink a record: the claimer (the one record it
  * fired through) and the waiter itself.  Peers step over records of
@@ -35,9 +35,10 @@
 
 /*
  * The channel lock: a word, 0 free, 1 held, 2 held with sleepers (Drepper's
- * "Futexes Are Tricky", mutex 2).  Inline with one atomic each way it costs
- * a third of pthread_mutex's calls on the hand-off path; it spins briefly
- * (critical sections are a few dozen instructions) before sleeping.
+ * "Futexes Are Tricky", mutex 2).  Inline, with one atomic each way, it
+ * saves the two library calls of a pthread_mutex on every operation; it
+ * spins briefly (critical sections are a few dozen instructions) before
+ * sleeping in the kernel.
  */
 typedef struct {
     _Atomic int v;
@@ -197,13 +198,14 @@ static inline void wq_unlink(struct wq *q, struct waiter *w)
         q->tail = w->prev;
 }
 
-/* Claims w's selection for the caller, who holds w's channel lock. */
+/* Claims w's selection for the caller, who holds both locks of w's
+ * channel. */
 static inline int claim(const struct waiter *w)
 {
     struct sel *s = w->sel;
     if (s->single && s->co != NULL && s->co->rt == eco__rt) {
         /* Its owner is a coroutine parked in this very thread (so it cannot
-         * be cancelling now) and any other claimer needs the lock we hold:
+         * be cancelling now) and any other claimer needs the locks we hold:
          * nobody can race us, and a plain store saves the locked CAS. */
         if (atomic_load_explicit(&s->state, memory_order_relaxed) != SEL_WAITING)
             return 0;
