@@ -54,7 +54,9 @@ static void asan_arrived(struct eco_rt *rt, void *fake)
 }
 #endif
 
-static inline void ctx_switch(struct eco_rt *rt, eco_t *from, eco_t *to)
+/* A switch through sw, eco_ctx_switch or eco_ctx_switch_ret. */
+static inline __attribute__((always_inline)) void
+switch_via(struct eco_rt *rt, eco_t *from, eco_t *to, int (*sw)(void **, void *))
 {
     (void)rt;
 #if defined(ECO_WITH_ASAN)
@@ -67,10 +69,21 @@ static inline void ctx_switch(struct eco_rt *rt, eco_t *from, eco_t *to)
 #if defined(ECO_WITH_TSAN)
     __tsan_switch_to_fiber(to->tsan_fiber, 0);
 #endif
-    eco_ctx_switch(&from->sp, to->sp);
+    sw(&from->sp, to->sp);
 #if defined(ECO_WITH_ASAN)
     asan_arrived(rt, fake);
 #endif
+}
+
+static inline void ctx_switch(struct eco_rt *rt, eco_t *from, eco_t *to)
+{
+    switch_via(rt, from, to, eco_ctx_switch);
+}
+
+/* For eco__park's hand-over from one parked coroutine to the next. */
+static inline void ctx_switch_ret(struct eco_rt *rt, eco_t *from, eco_t *to)
+{
+    switch_via(rt, from, to, eco_ctx_switch_ret);
 }
 
 /* Switches from the running coroutine co back to its caller. */
@@ -262,7 +275,7 @@ int eco__park(long timeout_ms)
         next->by_loop = 1;
         next->caller = co->caller;
         rt->current = next;
-        ctx_switch(rt, co, next);
+        ctx_switch_ret(rt, co, next);
     } else {
         switch_back(rt, co);
     }
