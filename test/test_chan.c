@@ -480,6 +480,60 @@ START_TEST(close_keeps_buffered_elements)
 }
 END_TEST
 
+/* Freeing a channel somebody waits on is refused (whatever the waiter waits
+ * in: receive, send on a full buffer, select); after close it works. */
+static void *busy_recv(void *arg)
+{
+    long v;
+    ck_assert_int_eq(eco_chan_recv(arg, &v), 0); /* the end */
+    return NULL;
+}
+
+static void *busy_send(void *arg)
+{
+    long v = 5;
+    ck_assert_int_eq(eco_chan_send(arg, &v), -1); /* until closed */
+    ck_assert_int_eq(errno, EPIPE);
+    return NULL;
+}
+
+static void *busy_select(void *arg)
+{
+    long v;
+    struct eco_chan_case c = {.ch = arg, .op = ECO_CHAN_RECV, .elem = &v};
+    ck_assert_int_eq(eco_chan_select(&c, 1, -1), 0);
+    ck_assert_int_eq(c.result, 0);
+    return NULL;
+}
+
+static void *busy_checker(void *arg)
+{
+    eco_chan_t **chs = arg;
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(eco_chan_free(chs[i]), -1);
+        ck_assert_int_eq(errno, EBUSY);
+    }
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(eco_chan_close(chs[i]), 0);
+    return NULL;
+}
+
+START_TEST(free_with_waiters_is_ebusy)
+{
+    eco_chan_t *chs[3] = {eco_chan_new(sizeof(long), 0), eco_chan_new(sizeof(long), 1),
+                          eco_chan_new(sizeof(long), 4)};
+    long v = 1;
+    ck_assert_int_eq(eco_chan_trysend(chs[1], &v), 0); /* full */
+    eco_go(busy_recv, chs[0]);
+    eco_go(busy_send, chs[1]);
+    eco_go(busy_select, chs[2]);
+    eco_go(busy_checker, chs); /* runs after the three wait */
+    ck_assert_int_eq(eco_loop(), 0);
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(eco_chan_free(chs[i]), 0);
+}
+END_TEST
+
 /* ---- timeouts ---- */
 
 struct timed {
@@ -1170,6 +1224,7 @@ int main(void)
     tcase_add_test(tc, ring_after_waiting_senders);
     tcase_add_test(tc, close_wakes_every_waiter);
     tcase_add_test(tc, close_keeps_buffered_elements);
+    tcase_add_test(tc, free_with_waiters_is_ebusy);
     tcase_add_test(tc, timeouts_expire);
     tcase_add_test(tc, timeout_not_reached);
     tcase_add_test(tc, select_waits_and_cleans_up);
