@@ -6,11 +6,12 @@
  *    failure with errno set; functions returning a pointer return NULL on
  *    failure with errno set.  No function aborts on bad input.
  *  - Every function acts on the calling thread's runtime (see eco_setup).
- *    Calling one in a thread without a runtime fails with EPERM.
+ *    Calling one in a thread without a runtime fails with EPERM, except the
+ *    channel calls, which plain threads may use too (see Channels).
  *  - "Blocking" functions (eco_sleep, eco_poll, the socket and channel calls)
  *    park only the calling coroutine and let the event loop run others.
- *    Called outside any coroutine they fail with EPERM, with the one
- *    exception of eco_join (see there).
+ *    Called outside any coroutine they fail with EPERM, with the exceptions
+ *    of eco_join and of channels in a thread without a runtime (see there).
  *  - A coroutine belongs to the thread that created it and only runs there.
  */
 #ifndef ECO_H
@@ -290,7 +291,7 @@ ECO_API int eco_poll(struct pollfd *fds, nfds_t nfds, long timeout_ms);
  * does not wait at all (fails with EAGAIN, like the try variants), a
  * positive one fails with ETIMEDOUT once it has passed.
  *
- * Every function below fails with EINVAL when ch is NULL.
+ * Every function below but eco_chan_free fails with EINVAL when ch is NULL.
  */
 typedef struct eco_chan eco_chan_t;
 
