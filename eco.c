@@ -54,7 +54,9 @@ static void asan_arrived(struct eco_rt *rt, void *fake)
 }
 #endif
 
-static inline void ctx_switch(struct eco_rt *rt, eco_t *from, eco_t *to)
+/* A switch through sw, eco_ctx_switch or eco_ctx_switch_ret. */
+static inline __attribute__((always_inline)) void
+switch_via(struct eco_rt *rt, eco_t *from, eco_t *to, int (*sw)(void **, void *))
 {
     (void)rt;
 #if defined(ECO_WITH_ASAN)
@@ -67,10 +69,21 @@ static inline void ctx_switch(struct eco_rt *rt, eco_t *from, eco_t *to)
 #if defined(ECO_WITH_TSAN)
     __tsan_switch_to_fiber(to->tsan_fiber, 0);
 #endif
-    eco_ctx_switch(&from->sp, to->sp);
+    sw(&from->sp, to->sp);
 #if defined(ECO_WITH_ASAN)
     asan_arrived(rt, fake);
 #endif
+}
+
+static inline void ctx_switch(struct eco_rt *rt, eco_t *from, eco_t *to)
+{
+    switch_via(rt, from, to, eco_ctx_switch);
+}
+
+/* For eco__park's hand-over from one parked coroutine to the next. */
+static inline void ctx_switch_ret(struct eco_rt *rt, eco_t *from, eco_t *to)
+{
+    switch_via(rt, from, to, eco_ctx_switch_ret);
 }
 
 /* Switches from the running coroutine co back to its caller. */
@@ -188,12 +201,13 @@ static void runq_push(struct eco_rt *rt, eco_t *co)
 static void runq_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct eco_rt *rt = arg;
-    int budget = RUNQ_BUDGET;
     (void)fd;
     (void)what;
     /* runq_armed stays set while draining: coroutines queued meanwhile are
-     * picked up by this loop, with no event_active each. */
-    while (rt->runq_head != NULL && budget-- > 0) {
+     * picked up by this loop, with no event_active each.  The budget is
+     * shared with eco__park, which may pass the turn on directly. */
+    rt->runq_budget = RUNQ_BUDGET;
+    while (rt->runq_head != NULL && rt->runq_budget-- > 0) {
         eco_t *co = rt->runq_head;
         rt->runq_head = co->next;
         if (rt->runq_head == NULL)
@@ -257,7 +271,23 @@ int eco__park(long timeout_ms)
         event_base_update_cache_time(rt->base);
         event_add(co->timer, &tv);
     }
-    switch_back(rt, co);
+    eco_t *next = rt->runq_head;
+    if (next != NULL && co->by_loop && co->caller == &rt->main && rt->runq_budget-- > 0) {
+        /* The loop resumed us and would only resume the next ready
+         * coroutine: hand it the turn directly, one switch instead of two
+         * (and none of the loop's returns, all mispredicted after a
+         * switch).  It comes back to the loop in our place. */
+        rt->runq_head = next->next;
+        if (rt->runq_head == NULL)
+            rt->runq_tail = NULL;
+        next->state = ECO_S_ACTIVE;
+        next->by_loop = 1;
+        next->caller = co->caller;
+        rt->current = next;
+        ctx_switch_ret(rt, co, next);
+    } else {
+        switch_back(rt, co);
+    }
     if (timeout_ms >= 0 && co->wake != ECO_WAKE_TIMEOUT)
         event_del(co->timer);
     return co->wake;

@@ -6,11 +6,12 @@
  *    failure with errno set; functions returning a pointer return NULL on
  *    failure with errno set.  No function aborts on bad input.
  *  - Every function acts on the calling thread's runtime (see eco_setup).
- *    Calling one in a thread without a runtime fails with EPERM.
+ *    Calling one in a thread without a runtime fails with EPERM, except the
+ *    channel calls, which plain threads may use too (see Channels).
  *  - "Blocking" functions (eco_sleep, eco_poll, the socket and channel calls)
  *    park only the calling coroutine and let the event loop run others.
- *    Called outside any coroutine they fail with EPERM, with the one
- *    exception of eco_join (see there).
+ *    Called outside any coroutine they fail with EPERM, with the exceptions
+ *    of eco_join and of channels in a thread without a runtime (see there).
  *  - A coroutine belongs to the thread that created it and only runs there.
  */
 #ifndef ECO_H
@@ -381,6 +382,122 @@ ECO_API int eco_fd_unlock(int fd, int how);
 /* ------------------------------------------------------------------------ */
 /* Channels (eco_chan.c)                                                    */
 /* ------------------------------------------------------------------------ */
+
+/*
+ * Channels carry fixed-size elements, copied in and out, between coroutines
+ * of any runtime and plain threads, in any mix:
+ *  - A coroutine that has to wait parks; its runtime's loop runs others.  It
+ *    is woken by its own thread, through the runtime's event loop (from
+ *    another thread, through one coalesced eventfd write per burst).
+ *  - A thread without a runtime (no eco_setup) that has to wait blocks on a
+ *    condition variable.
+ *  - The thread's own stack of a thread WITH a runtime may not wait (it would
+ *    freeze the loop that must wake it): there the calls that would wait fail
+ *    with EPERM; the try variants, timeout 0 and the calls that complete at
+ *    once work.
+ * Capacity 0 makes an unbuffered channel: a send completes only when a
+ * receiver takes the element (rendezvous).  With capacity N, send waits only
+ * while N elements are buffered and receive only while none is.
+ * Elements of one sender arrive in the order sent; waiting senders and
+ * receivers are served first-come first-served.  An element goes straight
+ * from the sender's memory to a waiting receiver's.
+ *
+ * Timeouts are in milliseconds: a negative timeout waits without limit, 0
+ * does not wait at all (fails with EAGAIN, like the try variants), a
+ * positive one fails with ETIMEDOUT once it has passed.
+ *
+ * Every function below but eco_chan_free fails with EINVAL when ch is NULL.
+ */
+typedef struct eco_chan eco_chan_t;
+
+/*
+ * Creates a channel of elements of elem_size bytes (0 is allowed: a channel
+ * of pure events) holding up to capacity elements (0: unbuffered).
+ * Returns NULL with EINVAL (elem_size * capacity overflows) or ENOMEM.
+ * Needs no runtime.
+ */
+ECO_API eco_chan_t *eco_chan_new(size_t elem_size, size_t capacity);
+
+/*
+ * Frees ch.  Returns 0 (also for ch NULL), or -1 with EBUSY while a sender
+ * or receiver still waits on ch (close it, and let them return, first).
+ * Calling it while another thread may still use ch is the caller's bug.
+ */
+ECO_API int eco_chan_free(eco_chan_t *ch);
+
+/*
+ * Closes ch: sends from now on fail with EPIPE; receivers get what is still
+ * buffered, then the end of the channel (eco_chan_recv returns 0).  Every
+ * waiting receiver sees the end at once and every waiting sender fails with
+ * EPIPE (its element is not delivered).
+ * Returns 0, or -1 with EPIPE when ch was already closed.
+ */
+ECO_API int eco_chan_close(eco_chan_t *ch);
+
+/*
+ * Copies the element at elem (elem_size bytes; elem may be NULL when
+ * elem_size is 0) into ch, waiting while the buffer is full, or for an
+ * unbuffered channel until a receiver takes it.
+ * Returns 0, or -1 with EPIPE (ch is closed, or was closed while this send
+ * waited: the element was not delivered), EINVAL (elem NULL), EPERM (would
+ * wait on the own stack of a thread with a runtime), or an error of the
+ * runtime's wake-up fd (ENOMEM, EMFILE) the first time a coroutine waits.
+ */
+ECO_API int eco_chan_send(eco_chan_t *ch, const void *elem);
+
+/*
+ * Receives the oldest element of ch into elem (NULL: drops it), waiting
+ * while there is none.
+ * Returns 1 when an element was received, 0 at the end of a closed channel
+ * (closed, and nothing buffered is left: not an error, errno untouched), or
+ * -1 with EPERM or a wake-up fd error as eco_chan_send.
+ */
+ECO_API int eco_chan_recv(eco_chan_t *ch, void *elem);
+
+/* eco_chan_send waiting at most timeout_ms: fails also with ETIMEDOUT (the
+ * element was not sent) or, for timeout_ms 0, EAGAIN. */
+ECO_API int eco_chan_send_timeout(eco_chan_t *ch, const void *elem, long timeout_ms);
+
+/* eco_chan_recv waiting at most timeout_ms: fails also with ETIMEDOUT or,
+ * for timeout_ms 0, EAGAIN. */
+ECO_API int eco_chan_recv_timeout(eco_chan_t *ch, void *elem, long timeout_ms);
+
+/* eco_chan_send that never waits: fails with EAGAIN when no receiver waits
+ * and the buffer is full.  Works anywhere, also on a runtime's own stack. */
+ECO_API int eco_chan_trysend(eco_chan_t *ch, const void *elem);
+
+/* eco_chan_recv that never waits: fails with EAGAIN when nothing is buffered
+ * and no sender waits (an unbuffered channel needs a waiting sender). */
+ECO_API int eco_chan_tryrecv(eco_chan_t *ch, void *elem);
+
+/* The operation of a select case. */
+#define ECO_CHAN_SEND 1
+#define ECO_CHAN_RECV 2
+
+/* One case of eco_chan_select. */
+struct eco_chan_case {
+    eco_chan_t *ch; /* NULL: the case is ignored (Go's nil channel) */
+    int op;         /* ECO_CHAN_SEND or ECO_CHAN_RECV */
+    void *elem;     /* SEND: the element to copy from; RECV: where to copy it
+                       (NULL: drop it) */
+    int result;     /* set in the chosen case only.  RECV: 1 element
+                       received, 0 end of the closed channel; SEND: 0 sent,
+                       -1 the channel is closed (not sent) */
+};
+
+/*
+ * Waits until one of the n cases can complete, completes it, and returns
+ * its index.  When several are ready one is chosen at random, each ready
+ * case equally likely.  A closed channel makes its cases ready (see result).
+ * timeout_ms 0 only polls (Go's default case); negative waits without
+ * limit.  A case's channel may appear in other cases too.
+ * Returns the index, or -1 with ETIMEDOUT, EAGAIN (timeout_ms 0 and nothing
+ * ready), EINVAL (cases NULL with n > 0, n > 65536, a bad op, a SEND case
+ * with elem NULL and elements of nonzero size, or no case with a channel and
+ * no timeout), ENOMEM (more than 8 cases and no memory), EPERM or a wake-up
+ * fd error as eco_chan_send.
+ */
+ECO_API int eco_chan_select(struct eco_chan_case *cases, size_t n, long timeout_ms);
 
 /* end of channels */
 

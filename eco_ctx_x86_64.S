@@ -87,6 +87,46 @@ eco_ctx_switch:
         .size   eco_ctx_switch, .-eco_ctx_switch
 
 /*
+ * int eco_ctx_switch_ret(void **save, void *load): eco_ctx_switch ending in
+ * a `ret`.  For a switch between two coroutines parked at the same call
+ * site (eco__park passing the turn from one to the next) the return stack
+ * then predicts the `ret` and every return after it, since both sides share
+ * their call chain up to the user's code; eco_ctx_switch's `jmp` would leave
+ * it one entry off, and each of those returns mispredicted.
+ */
+        .globl  eco_ctx_switch_ret
+        .hidden eco_ctx_switch_ret
+        .type   eco_ctx_switch_ret, @function
+        .p2align 4
+eco_ctx_switch_ret:
+        .cfi_startproc
+        ECO_ENDBR
+        pushq   %rbp
+        pushq   %rbx
+        pushq   %r12
+        pushq   %r13
+        pushq   %r14
+        pushq   %r15
+        subq    $8, %rsp
+        stmxcsr (%rsp)
+        fnstcw  4(%rsp)
+        movq    %rsp, (%rdi)
+        movq    %rsi, %rsp
+        ldmxcsr (%rsp)
+        fldcw   4(%rsp)
+        addq    $8, %rsp
+        popq    %r15
+        popq    %r14
+        popq    %r13
+        popq    %r12
+        popq    %rbx
+        popq    %rbp
+        xorl    %eax, %eax
+        ret
+        .cfi_endproc
+        .size   eco_ctx_switch_ret, .-eco_ctx_switch_ret
+
+/*
  * First code on a fresh stack, reached by eco_ctx_switch's `ret` with
  * r12 = the coroutine and r13 = its entry function (both set by
  * eco_ctx_init).  rsp is 16-aligned here, so the `call` leaves it 8 mod 16

@@ -114,6 +114,7 @@ struct eco_rt {
     eco_t *runq_tail;
     struct event *runq_ev;
     int runq_armed;        /* runq_ev is active or scheduled */
+    int runq_budget;       /* resumes left before the loop polls for I/O */
 
     /* Pool of finished default-size stacks (linked through ->next). */
     eco_t *pool;
@@ -159,6 +160,9 @@ extern __thread struct eco_rt *eco__rt __attribute__((tls_model("initial-exec"))
  * pointer in *save, loads load as the stack pointer and restores the state
  * saved there.  Returns 0 when this side is switched back to. */
 ECO_HIDDEN int eco_ctx_switch(void **save, void *load);
+/* The same switch, ending in a return the CPU's return stack can predict
+ * when both sides stopped at the same call site (see the x86-64 file). */
+ECO_HIDDEN int eco_ctx_switch_ret(void **save, void *load);
 /* Prepares a fresh stack whose top is `top` (16-byte aligned) so that the
  * first eco_ctx_switch to the returned pointer calls entry(co) with the
  * alignment the ABI requires at a function's entry. */
