@@ -15,11 +15,11 @@
 
 /* The compiler assumes the ABI's 16-byte alignment at entry and does not
  * realign for this local: a misaligned coroutine stack shows here. */
-static __attribute__((noinline)) uintptr_t aligned_local_addr(void)
+static __attribute__((noinline)) void aligned_local_addr(uintptr_t *addr)
 {
     _Alignas(16) volatile char local[16];
     local[0] = 1;
-    return (uintptr_t)local;
+    *addr = (uintptr_t)local;
 }
 
 struct fp_result {
@@ -34,7 +34,7 @@ static void *fp_body(void *arg)
     _Alignas(16) volatile char mine[16];
     mine[0] = 0;
     r->addr_body = (uintptr_t)mine;
-    r->addr_callee = aligned_local_addr();
+    aligned_local_addr(&r->addr_callee);
     volatile long double ld = 1.5L;
     volatile double d = 3.25;
     snprintf(r->text, sizeof r->text, "%f %.2Lf %g %s %d", d, ld, d * 2, "ok", 42);
