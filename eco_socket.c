@@ -468,6 +468,23 @@ static ssize_t do_op(struct fdstate *f, const struct op *o)
 
 /* Runs o until it does not say EAGAIN.  want: the byte count asked for when
  * a shorter answer means drained/full (streams only), else 0. */
+/* One attempt at o: a count, or -1 with errno.  Keeps the hint: EAGAIN, or
+ * a short transfer on a stream, says the fd is not ready any more. */
+static ssize_t try_op(struct fdstate *f, struct dir *d, const struct op *o, size_t want)
+{
+    ssize_t n;
+    do
+        n = do_op(f, o);
+    while (n < 0 && (errno == EINTR || (o->kind == OP_ACCEPT && errno == ECONNABORTED)));
+    if (n > 0) {
+        if (want != 0 && f->stream && (size_t)n < want)
+            d->ready = 0;
+    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        d->ready = 0;
+    }
+    return n;
+}
+
 static ssize_t run_op(struct call *c, const struct op *o, size_t want)
 {
     struct fdstate *f = c->f;
@@ -480,17 +497,11 @@ static ssize_t run_op(struct call *c, const struct op *o, size_t want)
         /* Newcomers queue behind parked waiters, in order. */
         if ((d->ready && (woken || d->io.head == NULL)) || force) {
             force = 0;
-            n = do_op(f, o);
-            if (n >= 0) {
-                if (want != 0 && f->stream && n > 0 && (size_t)n < want)
-                    d->ready = 0;
+            n = try_op(f, d, o, want);
+            if (n >= 0)
                 break;
-            }
-            if (errno == EINTR || (o->kind == OP_ACCEPT && errno == ECONNABORTED))
-                continue;
             if (errno != EAGAIN && errno != EWOULDBLOCK)
                 return -1;
-            d->ready = 0;
         }
         if (io_wait(c, woken) < 0)
             return -1;
@@ -751,13 +762,29 @@ static ssize_t full_call(int fd, int dir, char *buf, size_t n)
     struct call c;
     if (call_start(&c, fd, dir) < 0)
         return -1;
-    int took = 0;
-    if (c.f->d[dir].owner != c.co) {
-        if (lock_dir(&c) < 0)
+    struct dir *d = &c.f->d[dir];
+    size_t done = 0;
+    /* The usual case first: free direction, ready fd, all in one call.
+     * Nothing can cut in between this attempt and taking the direction
+     * below, as long as this coroutine does not switch. */
+    if (d->owner == NULL && d->ready && d->io.head == NULL && n > 0) {
+        struct op o = {.kind = dir == RD ? OP_READ : OP_WRITE, .buf = buf, .len = n};
+        ssize_t k = try_op(c.f, d, &o, n);
+        if (k == (ssize_t)n || (k == 0 && dir == RD)) {
+            errno = 0;
+            return k;
+        }
+        if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
             return -1;
+        if (k > 0)
+            done = (size_t)k;
+    }
+    int took = 0;
+    if (d->owner != c.co) {
+        if (lock_dir(&c) < 0)
+            return done > 0 ? (ssize_t)done : -1;
         took = 1;
     }
-    size_t done = 0;
     int err = 0;
     while (done < n) {
         struct op o = {.kind = dir == RD ? OP_READ : OP_WRITE, .buf = buf + done,
