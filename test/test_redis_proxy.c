@@ -16,130 +16,36 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "test_util.h"
+#include "test_procs.h"
 
 #ifndef REDIS_PROXY_BIN
 #error "REDIS_PROXY_BIN must name the sample binary"
-#endif
-#ifndef ECO_EMULATOR
-#define ECO_EMULATOR ""
 #endif
 
 static pid_t redis_pid = -1, proxy_pid = -1;
 static int redis_port, proxy_port;
 
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof sa;
-    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
-/* Blocking connect from the main stack, for readiness checks. */
-static int plain_connect(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0)
-        return fd;
-    close(fd);
-    return -1;
-}
-
-static void redis_start(void)
-{
-    char port[16];
-    snprintf(port, sizeof port, "%d", redis_port);
-    redis_pid = fork();
-    ck_assert_int_ge(redis_pid, 0);
-    if (redis_pid == 0) {
-        int null = open("/dev/null", O_WRONLY);
-        dup2(null, 1);
-        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1",
-               "--save", "", "--appendonly", "no", (char *)NULL);
-        _exit(127);
-    }
-    /* Ready when it accepts; bounded at 10 s. */
-    for (int i = 0; i < 1000; i++) {
-        int fd = plain_connect(redis_port);
-        if (fd >= 0) {
-            close(fd);
-            return;
-        }
-        int st;
-        ck_assert_msg(waitpid(redis_pid, &st, WNOHANG) == 0, "redis-server exited (installed?)");
-        usleep(10000);
-    }
-    ck_abort_msg("redis-server did not start");
-}
-
 static void redis_kill(void)
 {
-    if (redis_pid > 0) {
-        kill(redis_pid, SIGKILL);
-        waitpid(redis_pid, NULL, 0);
-        redis_pid = -1;
-    }
-}
-
-static void proxy_start(int conns)
-{
-    int out[2];
-    ck_assert_int_eq(pipe(out), 0);
-    char backend[64], k[16];
-    snprintf(backend, sizeof backend, "127.0.0.1:%d", redis_port);
-    snprintf(k, sizeof k, "%d", conns);
-    proxy_pid = fork();
-    ck_assert_int_ge(proxy_pid, 0);
-    if (proxy_pid == 0) {
-        dup2(out[1], 1);
-        close(out[0]);
-        if (ECO_EMULATOR[0] != '\0')
-            execl(ECO_EMULATOR, ECO_EMULATOR, REDIS_PROXY_BIN, "--listen", "0", "--backend",
-                  backend, "--conns", k, (char *)NULL);
-        else
-            execl(REDIS_PROXY_BIN, REDIS_PROXY_BIN, "--listen", "0", "--backend", backend,
-                  "--conns", k, (char *)NULL);
-        _exit(127);
-    }
-    close(out[1]);
-    /* Its first line names the port; it is printed once the backends are
-     * dialled.  read blocks only until then (the proxy is another process). */
-    char line[256];
-    size_t n = 0;
-    while (n < sizeof line - 1) {
-        ssize_t r = read(out[0], line + n, 1);
-        ck_assert_int_eq(r, 1);
-        if (line[n++] == '\n')
-            break;
-    }
-    line[n] = '\0';
-    close(out[0]);
-    ck_assert_int_eq(sscanf(line, "redis_proxy: listening on port %d", &proxy_port), 1);
+    stop_pid(&redis_pid, SIGKILL);
 }
 
 static void up(void)
 {
     signal(SIGPIPE, SIG_IGN);
     redis_port = free_port();
-    redis_start();
-    proxy_start(2);
+    redis_pid = redis_start(redis_port);
+    char backend[64];
+    snprintf(backend, sizeof backend, "127.0.0.1:%d", redis_port);
+    char *argv[] = {REDIS_PROXY_BIN, "--listen", "0", "--backend", backend, "--conns", "2", NULL};
+    proxy_pid = sample_start(argv, &proxy_port);
     ck_assert_int_eq(eco_setup(NULL), 0);
 }
 
 static void down(void)
 {
     eco_teardown();
-    if (proxy_pid > 0) {
-        kill(proxy_pid, SIGTERM);
-        waitpid(proxy_pid, NULL, 0);
-        proxy_pid = -1;
-    }
+    stop_pid(&proxy_pid, SIGTERM);
     redis_kill();
 }
 
@@ -290,7 +196,7 @@ static void *backend_victim(void *arg)
     }
     ck_assert_int_eq(errors, 5);
 
-    redis_start(); /* same port: the proxy reconnects with backoff */
+    redis_pid = redis_start(redis_port); /* same port: the proxy reconnects */
     int recovered = 0;
     for (int i = 0; i < 200 && !recovered; i++) { /* bounded: about 10 s */
         n = put_cmd(req, "SET", "bk", "2");

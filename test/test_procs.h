@@ -1,0 +1,122 @@
+/* test_procs.h - for suites that drive sample binaries against a real
+ * redis-server: both are started on loopback ports by the test itself and
+ * stopped by PID. */
+#ifndef TEST_PROCS_H
+#define TEST_PROCS_H
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "test_util.h"
+
+#ifndef ECO_EMULATOR
+#define ECO_EMULATOR "" /* qemu, for a cross build's sample binaries */
+#endif
+
+/* A loopback port nobody listens on now. */
+static inline int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof sa;
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+/* Blocking connect from the main stack, for readiness checks. */
+static inline int plain_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0)
+        return fd;
+    close(fd);
+    return -1;
+}
+
+/* Starts redis-server on port and waits (at most 10 s) until it accepts. */
+static inline pid_t redis_start(int port)
+{
+    char p[16];
+    snprintf(p, sizeof p, "%d", port);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 1);
+        execlp("redis-server", "redis-server", "--port", p, "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "no", (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 1000; i++) {
+        int fd = plain_connect(port);
+        if (fd >= 0) {
+            close(fd);
+            return pid;
+        }
+        int st;
+        ck_assert_msg(waitpid(pid, &st, WNOHANG) == 0, "redis-server exited (installed?)");
+        usleep(10000);
+    }
+    ck_abort_msg("redis-server did not start");
+    return -1;
+}
+
+static inline void stop_pid(pid_t *pid, int sig)
+{
+    if (*pid > 0) {
+        kill(*pid, sig);
+        waitpid(*pid, NULL, 0);
+        *pid = -1;
+    }
+}
+
+/* Runs a sample binary with argv (argv[0] its path) and returns once its
+ * first line, "... listening on ... port N ...", has named the port. */
+static inline pid_t sample_start(char *const argv[], int *port)
+{
+    int out[2];
+    ck_assert_int_eq(pipe(out), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        dup2(out[1], 1);
+        close(out[0]);
+        if (ECO_EMULATOR[0] != '\0') {
+            char *args[32] = {ECO_EMULATOR};
+            for (int i = 0; argv[i] != NULL && i < 30; i++)
+                args[i + 1] = argv[i];
+            execv(ECO_EMULATOR, args);
+        } else {
+            execv(argv[0], argv);
+        }
+        _exit(127);
+    }
+    close(out[1]);
+    /* read blocks only until the sample prints; it is another process. */
+    char line[256];
+    size_t n = 0;
+    while (n < sizeof line - 1) {
+        ssize_t r = read(out[0], line + n, 1);
+        ck_assert_msg(r == 1, "%s printed no port", argv[0]);
+        if (line[n++] == '\n')
+            break;
+    }
+    line[n] = '\0';
+    close(out[0]);
+    const char *p = strstr(line, " port ");
+    ck_assert_msg(p != NULL && sscanf(p, " port %d", port) == 1, "no port in: %s", line);
+    return pid;
+}
+
+#endif
