@@ -214,6 +214,10 @@ static void runq_cb(evutil_socket_t fd, short what, void *arg)
             rt->runq_tail = NULL;
         run(rt, co, 1);
     }
+    /* Outside this loop the loop's next job is I/O, not the run queue: no
+     * hand-overs (they would run queued coroutines ahead of the callbacks
+     * of this pass, and break up work those batch). */
+    rt->runq_budget = 0;
     if (rt->runq_head != NULL) {
         /* Out of budget: a zero timeout (not event_active, which libevent
          * would run in this same pass) lets the loop poll for I/O first. */
@@ -272,7 +276,8 @@ int eco__park(long timeout_ms)
         event_add(co->timer, &tv);
     }
     eco_t *next = rt->runq_head;
-    if (next != NULL && co->by_loop && co->caller == &rt->main && rt->runq_budget-- > 0) {
+    if (next != NULL && rt->runq_budget > 0 && co->by_loop && co->caller == &rt->main) {
+        rt->runq_budget--;
         /* The loop resumed us and would only resume the next ready
          * coroutine: hand it the turn directly, one switch instead of two
          * (and none of the loop's returns, all mispredicted after a

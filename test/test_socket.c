@@ -323,6 +323,83 @@ START_TEST(data_and_eof_together_after_a_wait)
 }
 END_TEST
 
+/* ---- datagrams and vectors ---- */
+
+static int dg_rx, dg_tx, dg_port;
+
+static void *dg_receiver(void *arg)
+{
+    (void)arg;
+    char buf[64];
+    struct sockaddr_in from;
+    socklen_t flen = sizeof from;
+    /* Parks until the datagram comes; a datagram's size is not a hint. */
+    ck_assert_int_eq(eco_recvfrom(dg_rx, buf, sizeof buf, 0, (struct sockaddr *)&from, &flen), 5);
+    ck_assert(memcmp(buf, "first", 5) == 0);
+    ck_assert_int_eq(from.sin_addr.s_addr, htonl(INADDR_LOOPBACK));
+    ck_assert_int_eq(eco_recv(dg_rx, buf, sizeof buf, 0), 6);
+    ck_assert(memcmp(buf, "second", 6) == 0);
+
+    char a[3], b[4];
+    struct iovec iov[2] = {{a, sizeof a}, {b, sizeof b}};
+    struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
+    ck_assert_int_eq(eco_recvmsg(dg_rx, &m, 0), 7);
+    ck_assert(memcmp(a, "abc", 3) == 0 && memcmp(b, "defg", 4) == 0);
+    return NULL;
+}
+
+static void *dg_sender(void *arg)
+{
+    (void)arg;
+    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons((uint16_t)dg_port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    eco_sleep(0); /* let the receiver park first */
+    ck_assert_int_eq(eco_sendto(dg_tx, "first", 5, 0, (struct sockaddr *)&to, sizeof to), 5);
+    ck_assert_int_eq(eco_connect(dg_tx, (struct sockaddr *)&to, sizeof to), 0);
+    ck_assert_int_eq(eco_send(dg_tx, "second", 6, 0), 6);
+    struct iovec iov[2] = {{"abc", 3}, {"defg", 4}};
+    struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
+    ck_assert_int_eq(eco_sendmsg(dg_tx, &m, 0), 7);
+    return NULL;
+}
+
+static void *vec_pipe(void *arg)
+{
+    (void)arg;
+    int p[2];
+    ck_assert_int_eq(pipe2(p, O_NONBLOCK), 0);
+    struct iovec out[3] = {{"one", 3}, {"-", 1}, {"two", 3}};
+    ck_assert_int_eq(eco_writev(p[1], out, 3), 7);
+    char x[4] = {0}, y[5] = {0};
+    struct iovec in[2] = {{x, 3}, {y, 4}};
+    ck_assert_int_eq(eco_readv(p[0], in, 2), 7);
+    ck_assert_str_eq(x, "one");
+    ck_assert_str_eq(y, "-two");
+    eco_close(p[0]);
+    eco_close(p[1]);
+    return NULL;
+}
+
+START_TEST(datagrams_and_vectors)
+{
+    dg_rx = eco_socket(AF_INET, SOCK_DGRAM, 0);
+    dg_tx = eco_socket(AF_INET, SOCK_DGRAM, 0);
+    ck_assert_int_ge(dg_rx, 0);
+    ck_assert_int_ge(dg_tx, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof sa;
+    ck_assert_int_eq(bind(dg_rx, (struct sockaddr *)&sa, sizeof sa), 0);
+    ck_assert_int_eq(getsockname(dg_rx, (struct sockaddr *)&sa, &len), 0);
+    dg_port = ntohs(sa.sin_port);
+    ck_assert_int_eq(eco_go(dg_receiver, NULL), 0);
+    ck_assert_int_eq(eco_go(dg_sender, NULL), 0);
+    ck_assert_int_eq(eco_go(vec_pipe, NULL), 0);
+    ck_assert_int_eq(eco_loop(), 0);
+    eco_close(dg_rx);
+    eco_close(dg_tx);
+}
+END_TEST
+
 /* ---- peer reset ---- */
 
 static int rs_port, rs_step;
@@ -1061,6 +1138,7 @@ int main(void)
     tcase_add_test(tc, full_duplex_socketpair);
     tcase_add_test(tc, pipe_bulk);
     tcase_add_test(tc, half_close_wakes_reader_with_eof);
+    tcase_add_test(tc, datagrams_and_vectors);
     tcase_add_test(tc, data_and_eof_together_after_a_wait);
     tcase_add_test(tc, data_then_reset_after_a_wait);
     tcase_add_test(tc, peer_reset_during_read);
