@@ -64,7 +64,10 @@ struct eco {
                               also sends the main stack to its slow path */
     unsigned char detached;
     unsigned char timer_set; /* timer has been event_assign'ed */
-    int wake;              /* ECO_WAKE_* once woken, 0 while still parked */
+    /* What a wake-up touches sits in this first cache line. */
+    unsigned char wake;    /* ECO_WAKE_* once woken, 0 while still parked */
+    unsigned char queued;  /* linked by qprev/qnext */
+    unsigned char signaled; /* set in co's thread when eco__signal reaches it */
     struct eco_rt *rt;
     eco_t *caller;         /* whom yield/park/return switches back to */
     eco_t *next;           /* run queue link */
@@ -86,8 +89,6 @@ struct eco {
     size_t guard_size;
     unsigned valgrind_id;
     int joined;            /* a joiner from the main stack waits on it */
-    int signaled;          /* set in co's thread when eco__signal reaches it */
-    unsigned char queued;  /* linked by qprev/qnext */
 
 #if defined(ECO_WITH_ASAN)
     const void *asan_bottom; /* stack bounds reported to ASan */

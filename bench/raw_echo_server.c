@@ -22,7 +22,7 @@ struct conn {
     int fd;
     struct event *rd, *wr;
     size_t off, len; /* unsent bytes of buf */
-    char buf[16384];
+    char buf[4096]; /* as in the libeco samples */
 };
 
 static void conn_free(struct conn *c)

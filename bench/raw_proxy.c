@@ -27,7 +27,7 @@ struct flow {
     struct event *rd, *wr; /* rd on src, wr on dst */
     size_t off, len;
     int done;
-    char buf[16384];
+    char buf[4096]; /* as in the libeco samples */
 };
 
 struct session {

@@ -25,7 +25,7 @@
 static void *serve(void *arg)
 {
     int fd = (int)(intptr_t)arg;
-    char buf[16384];
+    char buf[4096]; /* a page: small stacks, small working set */
     ssize_t n;
     while ((n = eco_read(fd, buf, sizeof buf)) > 0)
         if (eco_write_full(fd, buf, (size_t)n) != n)

@@ -32,7 +32,7 @@ struct pipe_ends {
 static void *pump(void *arg)
 {
     struct pipe_ends *p = arg;
-    char buf[16384];
+    char buf[4096]; /* a page: small stacks, small working set */
     ssize_t n;
     while ((n = eco_read(p->from, buf, sizeof buf)) > 0)
         if (eco_write_full(p->to, buf, (size_t)n) != n)
