@@ -7,7 +7,8 @@
  *    failure with errno set.  No function aborts on bad input.
  *  - Every function acts on the calling thread's runtime (see eco_setup).
  *    Calling one in a thread without a runtime fails with EPERM, except the
- *    channel calls, which plain threads may use too (see Channels).
+ *    channel calls, which plain threads may use too (see Channels), and
+ *    eco_socket and eco_close, which never block.
  *  - "Blocking" functions (eco_sleep, eco_poll, the socket and channel calls)
  *    park only the calling coroutine and let the event loop run others.
  *    Called outside any coroutine they fail with EPERM, with the exceptions
@@ -266,8 +267,8 @@ ECO_API int eco_poll(struct pollfd *fds, nfds_t nfds, long timeout_ms);
  * The calls below take the arguments of their POSIX namesakes and report
  * errors the same way (-1 and errno), but park only the calling coroutine
  * where the POSIX call would block.  Besides the POSIX errors:
- *  - EPERM: called outside a coroutine (eco_socket, eco_close and
- *    eco_fd_timeout work anywhere in a thread with a runtime).
+ *  - EPERM: called outside a coroutine (eco_socket and eco_close work
+ *    anywhere, eco_fd_timeout anywhere in a thread with a runtime).
  *  - EBADF: fd is negative or not open, or was closed with eco_close while
  *    the call was parked (every parked call on it is woken with EBADF).
  *  - ETIMEDOUT: the fd's timeout for that direction (eco_fd_timeout) ran
@@ -276,13 +277,16 @@ ECO_API int eco_poll(struct pollfd *fds, nfds_t nfds, long timeout_ms);
  * EINTR is retried.  An fd first seen by libeco is switched to O_NONBLOCK
  * (the flag is shared with every duplicate of the fd), so no call ever
  * blocks the thread.  Writes on sockets never raise SIGPIPE: they fail with
- * EPIPE.  Waiters on one fd and direction are served first-in first-out;
- * a reader and a writer of one fd do not wait for each other.
+ * EPIPE (on pipes, SIGPIPE is the process's to ignore).  Waiters on one fd
+ * and direction are served first-in first-out; a reader and a writer of one
+ * fd do not wait for each other.
  *
- * libeco keeps a persistent level-triggered libevent event per fd and
- * direction it waited on, until eco_close: close such fds with eco_close,
- * not close(2).  Do not add your own edge-triggered (EV_ET) event for the
- * same fd to the same event_base: libevent refuses to mix the two kinds.
+ * libeco keeps per fd and direction one level-triggered libevent event in
+ * the thread's base: a read event from the first wait until it fires with
+ * nobody reading, a write event while a writer waits.  Close such fds with
+ * eco_close, not close(2), which would leave the event and any parked
+ * coroutine behind.  Do not add your own edge-triggered (EV_ET) event for
+ * the same fd to the same event_base: libevent refuses to mix the two kinds.
  */
 
 #include <sys/socket.h>

@@ -46,7 +46,7 @@ for what in "sample/echo_server eco $BASE" "raw_echo_server raw $((BASE + 1))" \
     wait $spid 2>/dev/null || true
     awk -v p="$1" -v t="$trips" '
         $NF == "read" { r = $4 } $NF == "sendto" { s = $4 } $NF == "epoll_wait" { w = $4 }
-        $NF == "epoll_ctl" { c = $4 } $NF == "total" { a = $3 }
+        $NF == "epoll_ctl" { c = $4 } $NF == "total" { a = $4 }
         END { printf "| %s | %d | %.3f | %.3f | %.3f | %.4f | %.3f |\n", p, t, r / t, s / t, w / t,
               c / t, a / t }' "$TMP/strace.$2"
 done
