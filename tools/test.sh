@@ -28,7 +28,8 @@ build_and_test() { # name, extra cmake args...
 # links to the arm64 runtime libraries and a pkg-config file for them.
 aarch64_env() {
     sh tools/deps.sh crossbuild-essential-arm64 qemu-user-static pkgconf:arm64 check:arm64 \
-        libevent-2.1-7:arm64 libevent-core-2.1-7:arm64 libevent-pthreads-2.1-7:arm64
+        libevent-2.1-7:arm64 libevent-core-2.1-7:arm64 libevent-pthreads-2.1-7:arm64 \
+        libevent-extra-2.1-7:arm64
     dev="$ROOT/.deps/arm64"
     mkdir -p "$dev/lib/pkgconfig"
     for lib in event_core event_pthreads event_extra event; do
