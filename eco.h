@@ -341,9 +341,11 @@ ECO_API ssize_t eco_read_full(int fd, void *buf, size_t n);
 ECO_API ssize_t eco_write_full(int fd, const void *buf, size_t n);
 
 /*
- * Closes fd: first wakes every coroutine parked on it (their calls fail
- * with EBADF) and forgets its state, so a new file that gets the same number
- * starts clean; then close(2).  Works outside coroutines.
+ * Closes fd: first wakes every coroutine of this thread's runtime parked on
+ * it (their calls fail with EBADF) and forgets its state, so a new file
+ * that gets the same number starts clean; then close(2).  Works outside
+ * coroutines.  Coroutines of other threads parked on the same fd are not
+ * woken: close an fd from the thread whose coroutines use it.
  */
 ECO_API int eco_close(int fd);
 
