@@ -306,7 +306,9 @@ ECO_API int eco_accept(int fd, struct sockaddr *addr, socklen_t *addrlen);
 
 /* connect(2), completed: an in-progress connect is awaited and its outcome
  * (SO_ERROR) reported, e.g. ECONNREFUSED.  Honours the write timeout; after
- * ETIMEDOUT the connect may still be in progress: close the fd. */
+ * ETIMEDOUT the connect may still be in progress: close the fd.  A Unix
+ * socket whose listener's backlog is full fails with EAGAIN, as a
+ * nonblocking connect(2) does (there is no readiness to wait for). */
 ECO_API int eco_connect(int fd, const struct sockaddr *addr, socklen_t addrlen);
 
 /* read(2), readv(2), recv(2), recvfrom(2), recvmsg(2): read timeout. */
