@@ -28,7 +28,7 @@ BASE=$((20000 + $$ % 12000))
 P_REDIS=$BASE P_ECO=$((BASE + 1)) P_NC=$((BASE + 2)) P_NCSTATS=$((BASE + 3))
 TMP=$(mktemp -d)
 PIDS=""
-cleanup() { [ -z "$PIDS" ] || { kill $PIDS 2>/dev/null; wait 2>/dev/null || true; }; rm -rf "$TMP"; }
+cleanup() { [ -z "$PIDS" ] || { kill $PIDS 2>/dev/null || true; wait 2>/dev/null || true; }; rm -rf "$TMP"; }
 trap cleanup EXIT INT TERM
 
 wait_port() { # port what [log]

@@ -14,7 +14,7 @@ sh tools/deps.sh strace
 BASE=$((20000 + $$ % 12000))
 TMP=$(mktemp -d)
 PIDS=""
-cleanup() { [ -z "$PIDS" ] || { kill $PIDS 2>/dev/null; wait 2>/dev/null || true; }; rm -rf "$TMP"; }
+cleanup() { [ -z "$PIDS" ] || { kill $PIDS 2>/dev/null || true; wait 2>/dev/null || true; }; rm -rf "$TMP"; }
 trap cleanup EXIT INT TERM
 start() { # name command...
     name=$1; shift

@@ -12,7 +12,7 @@ cmake --build build-demo -j "$(nproc)" >>build-demo.log 2>&1 || { tail -50 build
 
 TMP=$(mktemp -d)
 PIDS=""
-cleanup() { [ -z "$PIDS" ] || { kill $PIDS 2>/dev/null; wait 2>/dev/null || true; }; rm -rf "$TMP"; }
+cleanup() { [ -z "$PIDS" ] || { kill $PIDS 2>/dev/null || true; wait 2>/dev/null || true; }; rm -rf "$TMP"; }
 trap cleanup EXIT INT TERM
 
 # The proxy takes a port the kernel picks (--listen 0); redis-server gets
