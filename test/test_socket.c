@@ -744,6 +744,55 @@ START_TEST(timed_out_read_then_successful_read)
 }
 END_TEST
 
+/* ---- accept and the fd lock are bounded too ---- */
+
+static int tb_fd[2], tb_done[2];
+
+static void *tb_holder(void *arg)
+{
+    (void)arg;
+    ck_assert_int_eq(eco_fd_lock(tb_fd[0], ECO_WR), 0);
+    char b;
+    ck_assert_int_eq(eco_read(tb_done[0], &b, 1), 1); /* until the waiter is done */
+    ck_assert_int_eq(eco_fd_unlock(tb_fd[0], ECO_WR), 0);
+    return NULL;
+}
+
+static void *tb_waiter(void *arg)
+{
+    int lfd = (int)(intptr_t)arg;
+    ck_assert_int_eq(eco_fd_timeout(lfd, ECO_RD, 30), 0);
+    long t0 = now_ms();
+    ck_assert_int_eq(eco_accept(lfd, NULL, NULL), -1);
+    ck_assert_int_eq(errno, ETIMEDOUT);
+    ck_assert_int_ge(now_ms() - t0, 25);
+
+    ck_assert_int_eq(eco_fd_timeout(tb_fd[0], ECO_WR, 30), 0);
+    ck_assert_int_eq(eco_fd_lock(tb_fd[0], ECO_WR), -1); /* held by tb_holder */
+    ck_assert_int_eq(errno, ETIMEDOUT);
+    ck_assert_int_eq(eco_write(tb_fd[0], "x", 1), -1); /* waits for the holder too */
+    ck_assert_int_eq(errno, ETIMEDOUT);
+    ck_assert_int_eq(eco_write(tb_done[1], "!", 1), 1);
+    return NULL;
+}
+
+START_TEST(accept_and_lock_time_out)
+{
+    int port;
+    int lfd = tcp_listener(&port);
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, tb_fd), 0);
+    ck_assert_int_eq(pipe2(tb_done, O_NONBLOCK), 0);
+    ck_assert_int_eq(eco_go(tb_holder, NULL), 0);
+    ck_assert_int_eq(eco_go(tb_waiter, (void *)(intptr_t)lfd), 0);
+    ck_assert_int_eq(eco_loop(), 0);
+    eco_close(lfd);
+    eco_close(tb_fd[0]);
+    eco_close(tb_fd[1]);
+    eco_close(tb_done[0]);
+    eco_close(tb_done[1]);
+}
+END_TEST
+
 /* ---- close wakes every waiter; a reused number starts clean ---- */
 
 static int cl_fd[2], cl_woken, cl_parked;
@@ -1148,6 +1197,7 @@ int main(void)
     tcase_add_test(tc, readers_of_one_fd_are_served_in_order);
     tcase_add_test(tc, thousand_connections_echo);
     tcase_add_test(tc, timed_out_read_then_successful_read);
+    tcase_add_test(tc, accept_and_lock_time_out);
     tcase_add_test(tc, close_wakes_waiters_and_number_starts_clean);
     tcase_add_test(tc, bad_input_is_refused);
     tcase_add_test(tc, held_direction_keeps_others_out);
