@@ -16,6 +16,10 @@
  *
  * A backend that goes away gets its clients an error reply, not a hang; a
  * reconnecting coroutine brings the connection back with backoff.
+ *
+ * A command goes to the backend of its first key (its second word), so
+ * with several backends, multi-key commands (MGET k1 k2 ...) see only the
+ * keys that live there: unlike nutcracker, this sample does not split them.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
