@@ -57,11 +57,11 @@ struct rconn {
     size_t start, end;
 };
 
-static int rc_open(struct rconn *c)
+static int rc_open_port(struct rconn *c, int port)
 {
     c->start = c->end = 0;
     c->fd = eco_socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)proxy_port),
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     if (eco_connect(c->fd, (struct sockaddr *)&sa, sizeof sa) != 0)
         return -1;
@@ -69,6 +69,11 @@ static int rc_open(struct rconn *c)
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     eco_fd_timeout(c->fd, ECO_RD | ECO_WR, 10000); /* a hang fails the test */
     return 0;
+}
+
+static int rc_open(struct rconn *c)
+{
+    return rc_open_port(c, proxy_port);
 }
 
 /* Reads one line ending in \r\n into out (without it): 0, or -1. */
@@ -349,6 +354,71 @@ START_TEST(idle_clients_do_not_hold_up_busy_ones)
 }
 END_TEST
 
+/* ---- keys spread over two backends ---- */
+
+static int two_port, red2_port;
+
+/* DBSIZE of the redis on port, over a plain connection. */
+static long dbsize(int port)
+{
+    struct rconn *c = malloc(sizeof *c);
+    ck_assert_int_eq(rc_open_port(c, port), 0);
+    char req[64], rep[64];
+    size_t n = put_cmd(req, "DBSIZE", NULL, NULL);
+    ck_assert_int_eq(eco_write_full(c->fd, req, n), (ssize_t)n);
+    ck_assert_int_eq(rc_reply(c, rep, sizeof rep), 0);
+    ck_assert_int_eq(rep[0], ':');
+    eco_close(c->fd);
+    free(c);
+    return atol(rep + 1);
+}
+
+static void *spread_client(void *arg)
+{
+    (void)arg;
+    struct rconn *c = malloc(sizeof *c);
+    ck_assert_int_eq(rc_open_port(c, two_port), 0);
+    char req[64 * 200], rep[128], key[32], want[40];
+    size_t n = 0;
+    for (int i = 0; i < 100; i++) {
+        snprintf(key, sizeof key, "spread:%d", i);
+        n += put_cmd(req + n, "SET", key, key);
+        n += put_cmd(req + n, "GET", key, NULL);
+    }
+    ck_assert_int_eq(eco_write_full(c->fd, req, n), (ssize_t)n);
+    for (int i = 0; i < 100; i++) { /* in order, from whichever backend */
+        ck_assert_int_eq(rc_reply(c, rep, sizeof rep), 0);
+        ck_assert_str_eq(rep, "+OK");
+        ck_assert_int_eq(rc_reply(c, rep, sizeof rep), 0);
+        snprintf(want, sizeof want, "$spread:%d", i);
+        ck_assert_str_eq(rep, want);
+    }
+    eco_close(c->fd);
+    free(c);
+    long a = dbsize(redis_port), b = dbsize(red2_port);
+    ck_assert_int_eq(a + b, 100);
+    ck_assert_int_gt(a, 20); /* a hash spreads 100 keys, not all to one side */
+    ck_assert_int_gt(b, 20);
+    return NULL;
+}
+
+START_TEST(keys_spread_over_two_backends)
+{
+    red2_port = free_port();
+    pid_t red2 = redis_start(red2_port);
+    char b1[64], b2[64];
+    snprintf(b1, sizeof b1, "127.0.0.1:%d", redis_port);
+    snprintf(b2, sizeof b2, "127.0.0.1:%d", red2_port);
+    char *argv[] = {REDIS_PROXY_BIN, "--listen", "0", "--backend", b1, "--backend", b2,
+                    "--conns", "2", NULL};
+    pid_t two = sample_start(argv, &two_port);
+    ck_assert_int_eq(eco_go(spread_client, NULL), 0);
+    ck_assert_int_eq(eco_loop(), 0);
+    stop_pid(&two, SIGTERM);
+    stop_pid(&red2, SIGKILL);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("redis_proxy");
@@ -359,6 +429,7 @@ int main(void)
     tcase_add_test(tc, backend_killed_then_restarted);
     tcase_add_test(tc, malformed_and_vanishing_clients);
     tcase_add_test(tc, idle_clients_do_not_hold_up_busy_ones);
+    tcase_add_test(tc, keys_spread_over_two_backends);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
