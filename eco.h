@@ -363,9 +363,8 @@ ECO_API int eco_fd_timeout(int fd, int how, long ms);
 /*
  * Holds one direction of fd (or both: ECO_RD | ECO_WR) across several calls
  * of the calling coroutine.  Meanwhile other coroutines' calls on that
- * direction wait, first-in first-out, until eco_fd_unlock.  A proxy writes
- * a request whole under ECO_WR, then, before unlocking ECO_WR... see the
- * pattern below.  The fd's timeout bounds the wait.  Errors: EDEADLK
+ * direction wait, first-in first-out, until eco_fd_unlock.  The fd's
+ * timeout bounds the wait.  Errors: EDEADLK
  * (already held by the caller), EINVAL (how), EBADF (closed while waiting),
  * ETIMEDOUT, EPERM (not in a coroutine).
  *
@@ -374,9 +373,10 @@ ECO_API int eco_fd_timeout(int fd, int how, long ms);
  *     eco_fd_unlock(fd, ECO_WR);
  *     eco_fd_lock(fd, ECO_RD);  <read one whole reply>;
  *     eco_fd_unlock(fd, ECO_RD);
- * Unlocking never switches coroutines, so the ECO_RD queue is joined in
- * the order the requests were written.  eco_close releases both directions.
- * A coroutine must unlock before it returns.
+ * Unlocking never switches coroutines and a lock call joins its queue
+ * before it parks, so with nothing in between, the ECO_RD queue is joined
+ * in the order the requests were written.  eco_close releases both
+ * directions.  A coroutine must unlock before it returns.
  */
 ECO_API int eco_fd_lock(int fd, int how);
 
