@@ -253,9 +253,18 @@ void eco__wake_now(eco_t *co, int reason)
 
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
 {
+    eco_t *co = arg;
     (void)fd;
     (void)what;
-    eco__wake_now(arg, ECO_WAKE_TIMEOUT);
+    /* libevent's clock may be a coarse one (a tick of a few ms) and fire a
+     * little early: wait out the rest, so no deadline ends early. */
+    long left = co->deadline - eco__now_ms();
+    if (left > 0) {
+        struct timeval tv = {.tv_sec = left / 1000, .tv_usec = (left % 1000) * 1000};
+        event_add(co->timer, &tv);
+        return;
+    }
+    eco__wake_now(co, ECO_WAKE_TIMEOUT);
 }
 
 int eco__park(long timeout_ms)
@@ -273,6 +282,7 @@ int eco__park(long timeout_ms)
         /* The loop's cached time may be stale after a long callback; the
          * deadline counts from now. */
         event_base_update_cache_time(rt->base);
+        co->deadline = eco__now_ms() + timeout_ms;
         event_add(co->timer, &tv);
     }
     eco_t *next = rt->runq_head;
@@ -810,13 +820,6 @@ int eco_stats(eco_stats_t *st)
 
 /* ---- sleep and poll ---- */
 
-static long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int eco_sleep(long ms)
 {
     eco_t *co = eco__in_coroutine();
@@ -835,11 +838,7 @@ int eco_sleep(long ms)
         switch_back(co->rt, co);
         return 0;
     }
-    /* libevent's clock may be a coarse one (a tick of a few ms) and wake
-     * us a little early: sleep again for what is left. */
-    long deadline = now_ms() + ms;
-    for (long left = ms; left > 0; left = deadline - now_ms())
-        eco__park(left);
+    eco__park(ms);
     return 0;
 }
 
@@ -879,7 +878,7 @@ int eco_poll(struct pollfd *fds, nfds_t nfds, long timeout_ms)
             return -1;
         }
     }
-    long deadline = timeout_ms > 0 ? now_ms() + timeout_ms : -1;
+    long deadline = timeout_ms > 0 ? eco__now_ms() + timeout_ms : -1;
     struct event_base *base = co->rt->base;
     for (;;) {
         nfds_t added = 0;
@@ -900,7 +899,7 @@ int eco_poll(struct pollfd *fds, nfds_t nfds, long timeout_ms)
         }
         long wait = -1;
         if (deadline >= 0) {
-            wait = deadline - now_ms();
+            wait = deadline - eco__now_ms();
             if (wait < 0)
                 wait = 0;
         }
@@ -915,7 +914,7 @@ int eco_poll(struct pollfd *fds, nfds_t nfds, long timeout_ms)
             break;
         }
         n = poll(fds, nfds, 0);
-        if (n != 0 || (why == ECO_WAKE_TIMEOUT && deadline - now_ms() <= 0))
+        if (n != 0 || why == ECO_WAKE_TIMEOUT)
             break;
         /* Woken but nothing ready (a readiness consumed by someone else):
          * wait again for what is left of the timeout. */

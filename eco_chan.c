@@ -375,13 +375,6 @@ static inline int waiter_kind(eco_t **co)
     return 1;
 }
 
-static long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void thread_wait_init(struct thread_wait *tw)
 {
     pthread_condattr_t ca;
@@ -391,6 +384,24 @@ static void thread_wait_init(struct thread_wait *tw)
     pthread_condattr_destroy(&ca);
     pthread_mutex_init(&tw->m, NULL);
     tw->done = 0;
+}
+
+/* A selection about to wait: for coroutine co, or (co NULL) for this plain
+ * thread through tw. */
+static void sel_init(struct sel *s, int single, eco_t *co, struct thread_wait *tw)
+{
+    atomic_init(&s->state, SEL_WAITING);
+    s->single = single;
+    s->fired = -1;
+    s->closed = 0;
+    s->co = co;
+    s->tw = NULL;
+    if (co != NULL) {
+        co->signaled = 0;
+    } else {
+        thread_wait_init(tw);
+        s->tw = tw;
+    }
 }
 
 static void thread_wait_destroy(struct thread_wait *tw)
@@ -406,7 +417,7 @@ static void thread_wait_destroy(struct thread_wait *tw)
  */
 static inline __attribute__((always_inline)) int wait_sel(struct sel *s, long timeout_ms)
 {
-    long deadline = timeout_ms > 0 ? now_ms() + timeout_ms : -1;
+    long deadline = timeout_ms > 0 ? eco__now_ms() + timeout_ms : -1;
     if (s->co != NULL) {
         eco_t *co = s->co;
         long left = timeout_ms;
@@ -416,7 +427,7 @@ static inline __attribute__((always_inline)) int wait_sel(struct sel *s, long ti
                 break;
             if (left < 0)
                 continue; /* woken for nothing: park again */
-            left = why == ECO_WAKE_TIMEOUT ? 0 : deadline - now_ms();
+            left = why == ECO_WAKE_TIMEOUT ? 0 : deadline - eco__now_ms();
             if (left <= 0) {
                 if (cancel(s))
                     return 0;
@@ -567,18 +578,7 @@ static __attribute__((noinline)) int chan_wait(eco_chan_t *ch, int op, void *ele
     }
     struct thread_wait tw;
     struct sel s;
-    atomic_init(&s.state, SEL_WAITING);
-    s.single = 1;
-    s.fired = -1;
-    s.closed = 0;
-    s.co = co;
-    s.tw = NULL;
-    if (co != NULL) {
-        co->signaled = 0;
-    } else {
-        thread_wait_init(&tw);
-        s.tw = &tw;
-    }
+    sel_init(&s, 1, co, &tw);
     struct waiter w = {.sel = &s, .elem = elem, .index = 0};
     struct wq *q = op == OP_SEND ? &ch->sendq : &ch->recvq;
     wq_push(q, &w);
@@ -817,18 +817,7 @@ int eco_chan_select(struct eco_chan_case *cases, size_t n, long timeout_ms)
             free(heap);
             return -1;
         }
-        atomic_init(&s.state, SEL_WAITING);
-        s.single = 0;
-        s.fired = -1;
-        s.closed = 0;
-        s.co = co;
-        s.tw = NULL;
-        if (co != NULL) {
-            co->signaled = 0;
-        } else {
-            thread_wait_init(&tw);
-            s.tw = &tw;
-        }
+        sel_init(&s, 0, co, &tw);
         for (size_t a = 0; a < m; a++) {
             struct eco_chan_case *c = &cases[active[a]];
             recs[a].sel = &s;

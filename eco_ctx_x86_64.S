@@ -36,15 +36,12 @@
 
         .text
 
-/* int eco_ctx_switch(void **save, void *load)   rdi = save, rsi = load
- * Returns 0 to whoever is switched back to later. */
-        .globl  eco_ctx_switch
-        .hidden eco_ctx_switch
-        .type   eco_ctx_switch, @function
-        .p2align 4
-eco_ctx_switch:
-        .cfi_startproc
-        ECO_ENDBR
+/*
+ * The body both switches share: save this side's callee-saved state on its
+ * stack, publish the stack pointer in *rdi, adopt rsi as the stack pointer
+ * and restore what the other side saved there.  Only the return differs.
+ */
+.macro ECO_SWAP_STACKS
         /* Callee-saved integer registers: the code we return into after
          * the switch back expects them intact. */
         pushq   %rbp
@@ -77,6 +74,18 @@ eco_ctx_switch:
         popq    %r12
         popq    %rbx
         popq    %rbp
+.endm
+
+/* int eco_ctx_switch(void **save, void *load)   rdi = save, rsi = load
+ * Returns 0 to whoever is switched back to later. */
+        .globl  eco_ctx_switch
+        .hidden eco_ctx_switch
+        .type   eco_ctx_switch, @function
+        .p2align 4
+eco_ctx_switch:
+        .cfi_startproc
+        ECO_ENDBR
+        ECO_SWAP_STACKS
         /* Return into the target's own call of eco_ctx_switch (or of the
          * function that tail-called it), or, on a fresh stack, into
          * eco_ctx_start, returning 0. */
@@ -101,33 +110,14 @@ eco_ctx_switch:
 eco_ctx_switch_ret:
         .cfi_startproc
         ECO_ENDBR
-        pushq   %rbp
-        pushq   %rbx
-        pushq   %r12
-        pushq   %r13
-        pushq   %r14
-        pushq   %r15
-        subq    $8, %rsp
-        stmxcsr (%rsp)
-        fnstcw  4(%rsp)
-        movq    %rsp, (%rdi)
-        movq    %rsi, %rsp
-        ldmxcsr (%rsp)
-        fldcw   4(%rsp)
-        addq    $8, %rsp
-        popq    %r15
-        popq    %r14
-        popq    %r13
-        popq    %r12
-        popq    %rbx
-        popq    %rbp
+        ECO_SWAP_STACKS
         xorl    %eax, %eax
         ret
         .cfi_endproc
         .size   eco_ctx_switch_ret, .-eco_ctx_switch_ret
 
 /*
- * First code on a fresh stack, reached by eco_ctx_switch's `ret` with
+ * First code on a fresh stack, reached by a switch's return with
  * r12 = the coroutine and r13 = its entry function (both set by
  * eco_ctx_init).  rsp is 16-aligned here, so the `call` leaves it 8 mod 16
  * at the entry function's first instruction, exactly as after any call.

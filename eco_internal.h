@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 struct event;
 struct event_base;
@@ -98,6 +99,7 @@ struct eco {
     void *tsan_fiber;
 #endif
     char name[ECO_NAME_MAX];
+    long deadline;         /* eco__now_ms() when the parked timer is due */
     struct event *timer;   /* storage right after this record */
 };
 
@@ -216,6 +218,14 @@ ECO_HIDDEN int eco__signal(eco_t *co);
 /* Makes sure this runtime listens for signals from other threads.  Called by
  * a coroutine before it parks waiting for eco__signal.  0, or -1 with errno. */
 ECO_HIDDEN int eco__signal_prepare(void);
+
+/* CLOCK_MONOTONIC in milliseconds: deadlines of sleeps and timeouts. */
+static inline long eco__now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 /* Frees the per-fd state of eco_socket.c (eco_teardown). */
 ECO_HIDDEN void eco__fd_teardown(struct eco_rt *rt);

@@ -32,7 +32,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
-#include <time.h>
 #include <unistd.h>
 
 /* The hot path, flattened into each call: fewer frames for a parked
@@ -122,13 +121,6 @@ static eco_t *q_pop(struct queue *q)
 
 /* ---- the fd table ---- */
 
-static long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void dir_reset(struct dir *d)
 {
     struct event *ev = d->ev;
@@ -138,6 +130,12 @@ static void dir_reset(struct dir *d)
     d->ev = ev;
     d->timeout_ms = -1;
     d->ready = 1;
+}
+
+/* libeco holds something for the fd: it was checked, or an event is in. */
+static int fd_in_use(const struct fdstate *f)
+{
+    return f->open || f->d[RD].armed || f->d[WR].armed;
 }
 
 /* Wakes everything parked on f with ECO_WAKE_CLOSED and forgets the fd: the
@@ -239,7 +237,7 @@ static void fd_fresh(struct eco_rt *rt, int fd, int stream)
     struct fdstate *f = fd_slot(rt, fd);
     if (f == NULL)
         return; /* fd_check will look at it on first use */
-    if (f->open || f->d[RD].armed || f->d[WR].armed)
+    if (fd_in_use(f))
         fd_drop(f);
     f->sock = 1;
     f->stream = (unsigned char)stream;
@@ -321,7 +319,7 @@ static long remaining(struct call *c)
     long t = c->f->d[c->dir].timeout_ms;
     if (t < 0)
         return -1;
-    long now = now_ms();
+    long now = eco__now_ms();
     if (c->deadline == -2)
         c->deadline = now + t;
     return c->deadline > now ? c->deadline - now : 0;
@@ -356,11 +354,7 @@ static int io_wait(struct call *c, int front)
     eco_t *w = c->co;
     q_push(&d->io, w, front);
     kick(f, c->dir, 0);
-    /* libevent's coarse clock may end the wait a tick early. */
-    int why;
-    do
-        why = eco__park(t);
-    while (why == ECO_WAKE_TIMEOUT && w->queued && f->gen == c->gen && (t = remaining(c)) > 0);
+    int why = eco__park(t);
     if (f->gen != c->gen) {
         errno = EBADF;
         return -1;
@@ -395,10 +389,7 @@ static int lock_dir(struct call *c)
     }
     eco_t *w = c->co;
     q_push(&d->lock, w, 0);
-    int why;
-    do
-        why = eco__park(t);
-    while (why == ECO_WAKE_TIMEOUT && w->queued && c->f->gen == c->gen && (t = remaining(c)) > 0);
+    eco__park(t);
     if (c->f->gen != c->gen) {
         errno = EBADF;
         return -1;
@@ -544,22 +535,27 @@ ECO_INLINE int call_start(struct call *c, int fd, int dir)
 }
 
 /* One call: waits its turn if another coroutine holds the direction. */
+ECO_INLINE ssize_t call_run(struct call *c, const struct op *o, size_t want)
+{
+    eco_t *owner = c->f->d[c->dir].owner;
+    if (ECO_LIKELY(owner == NULL || owner == c->co))
+        return run_op(c, o, want);
+    if (lock_dir(c) < 0)
+        return -1;
+    ssize_t n = run_op(c, o, want);
+    int err = errno;
+    if (c->f->gen == c->gen)
+        unlock_dir(c->f, c->dir);
+    errno = err;
+    return n;
+}
+
 ECO_INLINE ssize_t io_call(int fd, int dir, const struct op *o, size_t want)
 {
     struct call c;
     if (call_start(&c, fd, dir) < 0)
         return -1;
-    eco_t *owner = c.f->d[dir].owner;
-    if (ECO_LIKELY(owner == NULL || owner == c.co))
-        return run_op(&c, o, want);
-    if (lock_dir(&c) < 0)
-        return -1;
-    ssize_t n = run_op(&c, o, want);
-    int err = errno;
-    if (c.f->gen == c.gen)
-        unlock_dir(c.f, dir);
-    errno = err;
-    return n;
+    return call_run(&c, o, want);
 }
 
 static size_t iov_total(const struct iovec *iov, int cnt)
@@ -695,10 +691,9 @@ int eco_accept(int fd, struct sockaddr *addr, socklen_t *addrlen)
     struct call c;
     if (call_start(&c, fd, RD) < 0)
         return -1;
-    int stream = c.f->stream;
-    int nfd = (int)io_call(fd, RD, &o, 0);
+    int nfd = (int)call_run(&c, &o, 0);
     if (nfd >= 0)
-        fd_fresh(c.co->rt, nfd, stream);
+        fd_fresh(c.co->rt, nfd, c.f->stream);
     return nfd;
 }
 
@@ -731,7 +726,6 @@ int eco_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
     do {
         if (io_wait(&c, 0) < 0)
             return -1;
-        c.f->d[WR].baton = 0;
         if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
             return -1;
         /* Writable with no error and no peer would be a stray wake-up. */
@@ -758,7 +752,7 @@ int eco_close(int fd)
     struct eco_rt *rt = eco__rt;
     if (rt != NULL && fd >= 0 && (size_t)fd < rt->fdtab_n && rt->fdtab[fd] != NULL) {
         struct fdstate *f = rt->fdtab[fd];
-        if (f->open || f->d[RD].armed || f->d[WR].armed)
+        if (fd_in_use(f))
             fd_drop(f);
     }
     return close(fd);
