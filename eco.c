@@ -56,7 +56,7 @@ static void asan_arrived(struct eco_rt *rt, void *fake)
 
 /* A switch through sw, eco_ctx_switch or eco_ctx_switch_ret. */
 static inline __attribute__((always_inline)) void
-switch_via(struct eco_rt *rt, eco_t *from, eco_t *to, int (*sw)(void **, void *))
+switch_via(struct eco_rt *rt, eco_t *from, eco_t *to, int (*sw)(eco_t *, eco_t *))
 {
     (void)rt;
 #if defined(ECO_WITH_ASAN)
@@ -69,7 +69,7 @@ switch_via(struct eco_rt *rt, eco_t *from, eco_t *to, int (*sw)(void **, void *)
 #if defined(ECO_WITH_TSAN)
     __tsan_switch_to_fiber(to->tsan_fiber, 0);
 #endif
-    sw(&from->sp, to->sp);
+    sw(from, to);
 #if defined(ECO_WITH_ASAN)
     asan_arrived(rt, fake);
 #endif
@@ -490,7 +490,27 @@ static __attribute__((noinline, cold)) int resume_error(const eco_t *co, const s
     return -1;
 }
 
-int eco_resume(eco_t *co)
+/* Layout the context switch files rely on (eco_asm.h). */
+_Static_assert(offsetof(struct eco, sp) == ECO_OFF_SP, "eco_asm.h");
+_Static_assert(offsetof(struct eco, state) == ECO_OFF_STATE, "eco_asm.h");
+_Static_assert(offsetof(struct eco, by_loop) == ECO_OFF_BY_LOOP, "eco_asm.h");
+_Static_assert(offsetof(struct eco, mxcsr) == ECO_OFF_MXCSR, "eco_asm.h");
+_Static_assert(offsetof(struct eco, fpucw) == ECO_OFF_FPUCW, "eco_asm.h");
+_Static_assert(offsetof(struct eco, rt) == ECO_OFF_RT, "eco_asm.h");
+_Static_assert(offsetof(struct eco, caller) == ECO_OFF_CALLER, "eco_asm.h");
+_Static_assert(offsetof(struct eco_rt, current) == ECO_RT_OFF_CURRENT, "eco_asm.h");
+
+#if defined(ECO_ASM_FAST_PATHS)
+#define RESUME_C eco__resume_slow
+#define YIELD_C eco__yield_slow
+#else
+#define RESUME_C eco_resume
+#define YIELD_C eco_yield
+#endif
+
+/* Where the fast path is in assembly, it handles the common case and this
+ * is what it falls back to; the logic is the same. */
+int RESUME_C(eco_t *co)
 {
     struct eco_rt *rt = eco__rt;
     /* co->rt is never NULL, so the third test also catches rt == NULL. */
@@ -502,7 +522,7 @@ int eco_resume(eco_t *co)
     return 0;
 #else
     /* A tail call: the switch back lands straight in our caller. */
-    return eco_ctx_switch(&cur->sp, co->sp);
+    return eco_ctx_switch(cur, co);
 #endif
 }
 
@@ -523,7 +543,7 @@ static __attribute__((noinline)) int yield_to_loop(struct eco_rt *rt, eco_t *co)
     return 0;
 }
 
-int eco_yield(void)
+int YIELD_C(void)
 {
     struct eco_rt *rt = eco__rt;
     eco_t *co;
@@ -540,7 +560,7 @@ int eco_yield(void)
     ctx_switch(rt, co, to);
     return 0;
 #else
-    return eco_ctx_switch(&co->sp, to->sp);
+    return eco_ctx_switch(co, to);
 #endif
 }
 

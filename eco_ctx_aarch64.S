@@ -24,7 +24,8 @@
 
         .text
 
-/* int eco_ctx_switch(void **save, void *load)   x0 = save, x1 = load */
+/* int eco_ctx_switch(eco_t *from, eco_t *to)   x0 = from, x1 = to
+ * (the saved stack pointer is the first word of a record, eco_asm.h) */
         .globl  eco_ctx_switch
         .hidden eco_ctx_switch
         .type   eco_ctx_switch, %function
@@ -49,7 +50,8 @@ eco_ctx_switch:
          * source of str, hence x9), adopt the other stack. */
         mov     x9, sp
         str     x9, [x0]
-        mov     sp, x1
+        ldr     x9, [x1]
+        mov     sp, x9
         /* Restore the target in the layout above. */
         ldp     x19, x20, [sp, #0]
         ldp     x21, x22, [sp, #16]

@@ -8,6 +8,7 @@
 #define ECO_INTERNAL_H
 
 #include "eco.h"
+#include "eco_asm.h"
 
 #include <pthread.h>
 #include <stddef.h>
@@ -38,10 +39,10 @@ struct event_base;
 enum {
     /* The two resumable states come first: eco_resume's check is then
      * one compare.  eco_state maps these to the public values. */
-    ECO_S_PENDING = 0,
-    ECO_S_INIT = 1,
-    ECO_S_ACTIVE = 2,
-    ECO_S_STACKED = 3,
+    ECO_S_PENDING = ECO_ASM_S_PENDING,
+    ECO_S_INIT = ECO_ASM_S_INIT,
+    ECO_S_ACTIVE = ECO_ASM_S_ACTIVE,
+    ECO_S_STACKED = ECO_ASM_S_STACKED,
     ECO_S_DONE = 4,
     ECO_S_PARKED = 5,
 };
@@ -69,6 +70,10 @@ struct eco {
     unsigned char wake;    /* ECO_WAKE_* once woken, 0 while still parked */
     unsigned char queued;  /* linked by qprev/qnext */
     unsigned char signaled; /* set in co's thread when eco__signal reaches it */
+    /* x86-64: the floating-point control words, saved by the switch next
+     * to the line it writes anyway (eco_ctx_x86_64.S). */
+    uint32_t mxcsr;
+    uint16_t fpucw;
     struct eco_rt *rt;
     eco_t *caller;         /* whom yield/park/return switches back to */
     eco_t *next;           /* run queue link */
@@ -159,17 +164,24 @@ extern __thread struct eco_rt *eco__rt __attribute__((tls_model("initial-exec"))
 
 /* ---- context switch (eco_ctx_*.S) ---- */
 
-/* Saves the callee-saved state on the current stack, stores the stack
- * pointer in *save, loads load as the stack pointer and restores the state
- * saved there.  Returns 0 when this side is switched back to. */
-ECO_HIDDEN int eco_ctx_switch(void **save, void *load);
+/* Saves the callee-saved state of the running side in from (its stack and
+ * record), switches to the stack to->sp and restores the state saved there.
+ * Returns 0 when from is switched back to. */
+ECO_HIDDEN int eco_ctx_switch(eco_t *from, eco_t *to);
 /* The same switch, ending in a return the CPU's return stack can predict
  * when both sides stopped at the same call site (see the x86-64 file). */
-ECO_HIDDEN int eco_ctx_switch_ret(void **save, void *load);
+ECO_HIDDEN int eco_ctx_switch_ret(eco_t *from, eco_t *to);
 /* Prepares a fresh stack whose top is `top` (16-byte aligned) so that the
- * first eco_ctx_switch to the returned pointer calls entry(co) with the
- * alignment the ABI requires at a function's entry. */
+ * first eco_ctx_switch to co, with co->sp set to the returned pointer,
+ * calls entry(co) with the alignment the ABI requires at a function's
+ * entry. */
 ECO_HIDDEN void *eco_ctx_init(void *top, void (*entry)(eco_t *), eco_t *co);
+#if defined(ECO_ASM_FAST_PATHS)
+/* eco_resume and eco_yield in full, for the assembly fast paths to fall
+ * back to (eco_asm.h). */
+ECO_HIDDEN int eco__resume_slow(eco_t *co);
+ECO_HIDDEN int eco__yield_slow(void);
+#endif
 
 /* ---- stacks (eco_stack.c) ---- */
 
