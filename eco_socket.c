@@ -378,7 +378,11 @@ ECO_INLINE int io_wait(struct call *c, int front)
         return -1;
     long t = -1;
     if (ECO_UNLIKELY(d->timed)) {
-        t = remaining(c);
+        /* Through a copy: c's address taken here would keep the whole
+         * call in memory, on lines a wake-up then has to load. */
+        struct call tmp = *c;
+        t = remaining(&tmp);
+        c->deadline = tmp.deadline;
         if (t == 0) {
             errno = ETIMEDOUT;
             return -1;
@@ -573,7 +577,10 @@ ECO_INLINE ssize_t call_run(struct call *c, const struct op *o, size_t want)
     eco_t *owner = c->f->d[c->dir].owner;
     if (ECO_LIKELY(owner == NULL || owner == c->co))
         return run_op(c, o, want);
-    if (lock_dir(c) < 0)
+    struct call tmp = *c; /* as in io_wait */
+    int r = lock_dir(&tmp);
+    c->deadline = tmp.deadline;
+    if (r < 0)
         return -1;
     ssize_t n = run_op(c, o, want);
     int err = errno;
