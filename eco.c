@@ -465,7 +465,7 @@ eco_t *eco_create(eco_fn fn, void *arg, const eco_attr_t *attr)
     if (name != NULL)
         __tsan_set_fiber_name(co->tsan_fiber, co->name);
 #endif
-    co->sp = eco_ctx_init(co, co_main, co);
+    co->sp = eco_ctx_init(co->stack_lo + co->stack_size, co_main, co);
     co->all_prev = NULL;
     co->all_next = rt->all;
     if (rt->all != NULL)
@@ -744,6 +744,7 @@ void eco_teardown(void)
         eco__stack_unmap(rt, co);
     }
     eco__stack_trim(rt, 0);
+    eco__slab_free(rt);
     eco__fd_teardown(rt);
     event_free(rt->runq_ev);
     if (rt->notify_ev != NULL) {

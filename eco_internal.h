@@ -1,8 +1,8 @@
 /*
  * eco_internal.h - what the library's files share and users never see.
  *
- * The coroutine record lives at the top of its own stack mapping, so a
- * coroutine costs no malloc and a pooled stack brings its record with it.
+ * The coroutine record lives in a per-runtime slab, apart from its stack
+ * (eco_stack.c says why); a pooled record keeps its stack.
  */
 #ifndef ECO_INTERNAL_H
 #define ECO_INTERNAL_H
@@ -90,7 +90,7 @@ struct eco {
     char *map;             /* start of the mapping (guard region first) */
     size_t map_size;
     char *stack_lo;        /* lowest usable byte, just above the guard */
-    size_t stack_size;     /* usable bytes from stack_lo to this record */
+    size_t stack_size;     /* usable bytes from stack_lo to the stack's top */
     size_t stack_req;      /* size asked for; pooled by this */
     size_t guard_size;
     unsigned valgrind_id;
@@ -105,7 +105,7 @@ struct eco {
 #endif
     char name[ECO_NAME_MAX];
     long deadline;         /* eco__now_ms() when the parked timer is due */
-    struct event *timer;   /* storage right after this record */
+    struct event *timer;   /* storage right after this record, in its slot */
 };
 
 /* One runtime per thread. */
@@ -129,7 +129,9 @@ struct eco_rt {
     size_t pooled;
     size_t pool_limit;
     size_t stacks;         /* mapped now */
-    unsigned color;        /* spreads records over cache sets (eco_stack.c) */
+    unsigned color;        /* spreads stack tops over cache sets (eco_stack.c) */
+    void *slab;            /* chunks of record slots (eco_stack.c) */
+    eco_t *slab_free;      /* free slots, linked through ->next */
     eco_t *all;            /* coroutines not yet freed, for teardown */
     eco_t *zombie;         /* a finished detached coroutine, freed later:
                               not while its own stack is running */
@@ -193,8 +195,10 @@ ECO_HIDDEN eco_t *eco__stack_get(struct eco_rt *rt, size_t stack_size);
 ECO_HIDDEN void eco__stack_put(struct eco_rt *rt, eco_t *co);
 /* Unmaps pooled stacks beyond `keep`. */
 ECO_HIDDEN void eco__stack_trim(struct eco_rt *rt, size_t keep);
-/* Unmaps co's stack unconditionally. */
+/* Unmaps co's stack unconditionally and frees its record. */
 ECO_HIDDEN void eco__stack_unmap(struct eco_rt *rt, eco_t *co);
+/* Frees the record slab; every record must have been unmapped. */
+ECO_HIDDEN void eco__slab_free(struct eco_rt *rt);
 /* Installs the overflow reporter (once per process) and an alternate signal
  * stack for this thread if it has none.  0, or -1 with errno. */
 ECO_HIDDEN int eco__overflow_setup(struct eco_rt *rt);

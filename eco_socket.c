@@ -42,31 +42,47 @@ enum { RD = 0, WR = 1 };
 
 /* Waiters are linked through their coroutine records (qprev, qnext): a
  * coroutine waits in one queue at a time, and waking it touches its record
- * anyway. */
+ * anyway.  The ring is circular (the tail is head->qprev), so a queue is
+ * one pointer. */
 struct queue {
-    eco_t *head, *tail;
+    eco_t *head;
 };
 
+/* What every call and every wake-up of one direction looks at. */
 struct dir {
-    struct event *ev;    /* EV_READ or EV_WRITE, persistent; after the struct */
     struct queue io;     /* parked until the fd is ready this way */
-    struct queue lock;   /* parked until they own this direction */
     eco_t *owner;        /* holder of the direction, or NULL */
-    long timeout_ms;     /* bound on each call; -1: none */
     unsigned char ready; /* 0: known not ready, park without a syscall */
     unsigned char baton; /* a waiter woken for readiness has yet to run */
     unsigned char armed; /* ev is assigned and added */
+    unsigned char timed; /* a timeout is set (timeout_ms >= 0) */
 };
 
+/* The rest of a direction: needed only to arm, to time out or to lock. */
+struct dir_cold {
+    struct event *ev;    /* EV_READ or EV_WRITE, persistent; after the struct */
+    struct queue lock;   /* parked until they own this direction */
+    long timeout_ms;     /* bound on each call; -1: none */
+};
+
+/*
+ * The first cache line holds all a call and a wake-up touch when nobody
+ * times out or locks; the read event starts on the third.  At a thousand
+ * connections every line a round trip touches per connection is a cache
+ * miss, so the entry is laid out for that: one line of its own, plus the
+ * event's two that libevent touches anyway.
+ */
 struct fdstate {
-    struct eco_rt *rt;
+    struct dir d[2];
     int fd;
     unsigned gen;          /* bumped when the fd is closed: parked calls see it */
     unsigned char open;    /* checked and made nonblocking since the last close */
     unsigned char stream;  /* short transfers say drained / full */
     unsigned char sock;    /* a socket: writes use MSG_NOSIGNAL */
-    struct dir d[2];
+    _Alignas(64) struct eco_rt *rt;
+    struct dir_cold c[2];
 };
+_Static_assert(offsetof(struct fdstate, rt) == 64, "the hot part is one cache line");
 
 /* One blocking call in progress. */
 struct call {
@@ -81,33 +97,33 @@ struct call {
 
 static void q_push(struct queue *q, eco_t *co, int front)
 {
+    eco_t *h = q->head;
     co->queued = 1;
-    if (q->head == NULL) {
-        co->qprev = co->qnext = NULL;
-        q->head = q->tail = co;
-    } else if (front) {
-        co->qprev = NULL;
-        co->qnext = q->head;
-        q->head->qprev = co;
+    if (h == NULL) {
+        co->qprev = co->qnext = co;
         q->head = co;
-    } else {
-        co->qnext = NULL;
-        co->qprev = q->tail;
-        q->tail->qnext = co;
-        q->tail = co;
+        return;
     }
+    /* In before the head: at the tail of the ring, or the new head. */
+    eco_t *t = h->qprev;
+    co->qnext = h;
+    co->qprev = t;
+    t->qnext = co;
+    h->qprev = co;
+    if (front)
+        q->head = co;
 }
 
 static void q_unlink(struct queue *q, eco_t *co)
 {
-    if (co->qprev != NULL)
+    if (co->qnext == co) {
+        q->head = NULL;
+    } else {
         co->qprev->qnext = co->qnext;
-    else
-        q->head = co->qnext;
-    if (co->qnext != NULL)
         co->qnext->qprev = co->qprev;
-    else
-        q->tail = co->qprev;
+        if (q->head == co)
+            q->head = co->qnext;
+    }
     co->queued = 0;
 }
 
@@ -121,15 +137,16 @@ static eco_t *q_pop(struct queue *q)
 
 /* ---- the fd table ---- */
 
-static void dir_reset(struct dir *d)
+static void dir_reset(struct fdstate *f, int dir)
 {
-    struct event *ev = d->ev;
+    struct dir *d = &f->d[dir];
+    struct dir_cold *c = &f->c[dir];
     if (d->armed)
-        event_del(ev);
+        event_del(c->ev);
     memset(d, 0, sizeof *d);
-    d->ev = ev;
-    d->timeout_ms = -1;
     d->ready = 1;
+    c->lock.head = NULL;
+    c->timeout_ms = -1;
 }
 
 /* libeco holds something for the fd: it was checked, or an event is in. */
@@ -147,9 +164,9 @@ static void fd_drop(struct fdstate *f)
         eco_t *w;
         while ((w = q_pop(&f->d[i].io)) != NULL)
             eco__wake(w, ECO_WAKE_CLOSED);
-        while ((w = q_pop(&f->d[i].lock)) != NULL)
+        while ((w = q_pop(&f->c[i].lock)) != NULL)
             eco__wake(w, ECO_WAKE_CLOSED);
-        dir_reset(&f->d[i]);
+        dir_reset(f, i);
     }
     f->open = 0;
 }
@@ -176,19 +193,21 @@ static struct fdstate *fd_slot(struct eco_rt *rt, int fd)
     }
     struct fdstate *f = rt->fdtab[fd];
     if (f == NULL) {
-        size_t head = (sizeof *f + 15) & ~(size_t)15;
-        size_t evsize = (event_get_struct_event_size() + 15) & ~(size_t)15;
-        f = calloc(1, head + 2 * evsize);
+        /* Cache-line aligned, each event on lines of its own. */
+        size_t head = (sizeof *f + 63) & ~(size_t)63;
+        size_t evsize = (event_get_struct_event_size() + 63) & ~(size_t)63;
+        f = aligned_alloc(64, head + 2 * evsize);
         if (f == NULL) {
             errno = ENOMEM;
             return NULL;
         }
+        memset(f, 0, sizeof *f);
         f->rt = rt;
         f->fd = fd;
-        f->d[RD].ev = (struct event *)((char *)f + head);
-        f->d[WR].ev = (struct event *)((char *)f + head + evsize);
-        dir_reset(&f->d[RD]);
-        dir_reset(&f->d[WR]);
+        f->c[RD].ev = (struct event *)((char *)f + head);
+        f->c[WR].ev = (struct event *)((char *)f + head + evsize);
+        dir_reset(f, RD);
+        dir_reset(f, WR);
         rt->fdtab[fd] = f;
     }
     return f;
@@ -250,7 +269,7 @@ void eco__fd_teardown(struct eco_rt *rt)
         struct fdstate *f = rt->fdtab[i];
         for (int d = 0; f != NULL && d < 2; d++)
             if (f->d[d].armed)
-                event_del(f->d[d].ev);
+                event_del(f->c[d].ev);
         free(f);
     }
     free(rt->fdtab);
@@ -293,7 +312,7 @@ static void rd_cb(evutil_socket_t fd, short what, void *arg)
     if (d->io.head == NULL && !d->baton) {
         /* Nobody reads now: stop the level-triggered event from firing on
          * every pass; the next wait adds it back. */
-        event_del(d->ev);
+        event_del(f->c[RD].ev);
         d->armed = 0;
         return;
     }
@@ -308,7 +327,7 @@ static void wr_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     d->ready = 1;
     /* Writers wait only while the send buffer is full: watch only then. */
-    event_del(d->ev);
+    event_del(f->c[WR].ev);
     d->armed = 0;
     kick(f, WR, 1);
 }
@@ -316,9 +335,9 @@ static void wr_cb(evutil_socket_t fd, short what, void *arg)
 /* Milliseconds the call may still park: -1 without a timeout. */
 static long remaining(struct call *c)
 {
-    long t = c->f->d[c->dir].timeout_ms;
-    if (t < 0)
+    if (!c->f->d[c->dir].timed)
         return -1;
+    long t = c->f->c[c->dir].timeout_ms;
     long now = eco__now_ms();
     if (c->deadline == -2)
         c->deadline = now + t;
@@ -329,27 +348,45 @@ static long remaining(struct call *c)
  * and found nothing, so it keeps its place at the head.  0: try again; -1
  * with errno ETIMEDOUT, EBADF (closed meanwhile) or what the event add
  * reported. */
-static int io_wait(struct call *c, int front)
+/* Assigns and adds dir's event, the first time or after rd_cb/wr_cb took
+ * it out.  0, or -1 with errno. */
+static __attribute__((noinline)) int arm(struct fdstate *f, int dir)
+{
+    struct event *ev = f->c[dir].ev;
+    if (dir == RD)
+        event_assign(ev, f->rt->base, f->fd, EV_READ | EV_PERSIST, rd_cb, f);
+    else
+        event_assign(ev, f->rt->base, f->fd, EV_WRITE | EV_PERSIST, wr_cb, f);
+    errno = 0;
+    if (event_add(ev, NULL) != 0) {
+        if (errno == 0)
+            errno = EIO;
+        return -1;
+    }
+    f->d[dir].armed = 1;
+    return 0;
+}
+
+/* Flattened into the calls, like run_op: a frame of its own would sit
+ * between the call's frame and eco__park's, one or two more cache lines
+ * for every wake-up to come back through. */
+ECO_INLINE int io_wait(struct call *c, int front)
 {
     struct fdstate *f = c->f;
     struct dir *d = &f->d[c->dir];
-    if (!d->armed) {
-        if (c->dir == RD)
-            event_assign(d->ev, f->rt->base, f->fd, EV_READ | EV_PERSIST, rd_cb, f);
-        else
-            event_assign(d->ev, f->rt->base, f->fd, EV_WRITE | EV_PERSIST, wr_cb, f);
-        errno = 0;
-        if (event_add(d->ev, NULL) != 0) {
-            if (errno == 0)
-                errno = EIO;
+    if (ECO_UNLIKELY(!d->armed) && arm(f, c->dir) < 0)
+        return -1;
+    long t = -1;
+    if (ECO_UNLIKELY(d->timed)) {
+        /* Through a copy: c's address taken here would keep the whole
+         * call in memory, on lines a wake-up then has to load. */
+        struct call tmp = *c;
+        t = remaining(&tmp);
+        c->deadline = tmp.deadline;
+        if (t == 0) {
+            errno = ETIMEDOUT;
             return -1;
         }
-        d->armed = 1;
-    }
-    long t = remaining(c);
-    if (t == 0) {
-        errno = ETIMEDOUT;
-        return -1;
     }
     eco_t *w = c->co;
     q_push(&d->io, w, front);
@@ -388,14 +425,15 @@ static int lock_dir(struct call *c)
         return -1;
     }
     eco_t *w = c->co;
-    q_push(&d->lock, w, 0);
+    struct queue *lq = &c->f->c[c->dir].lock;
+    q_push(lq, w, 0);
     eco__park(t);
     if (c->f->gen != c->gen) {
         errno = EBADF;
         return -1;
     }
     if (w->queued) {
-        q_unlink(&d->lock, w);
+        q_unlink(lq, w);
         errno = ETIMEDOUT;
         return -1;
     }
@@ -404,9 +442,8 @@ static int lock_dir(struct call *c)
 
 static void unlock_dir(struct fdstate *f, int dir)
 {
-    struct dir *d = &f->d[dir];
-    eco_t *w = q_pop(&d->lock);
-    d->owner = w;
+    eco_t *w = q_pop(&f->c[dir].lock);
+    f->d[dir].owner = w;
     if (w != NULL)
         eco__wake(w, ECO_WAKE_READY);
 }
@@ -494,7 +531,7 @@ ECO_INLINE ssize_t run_op(struct call *c, const struct op *o, size_t want)
     struct dir *d = &f->d[c->dir];
     int woken = 0;
     /* A zero timeout asks for one nonblocking attempt, hint or not. */
-    int force = d->timeout_ms == 0;
+    int force = d->timed && f->c[c->dir].timeout_ms == 0;
     ssize_t n;
     for (;;) {
         /* Newcomers queue behind parked waiters, in order. */
@@ -540,7 +577,10 @@ ECO_INLINE ssize_t call_run(struct call *c, const struct op *o, size_t want)
     eco_t *owner = c->f->d[c->dir].owner;
     if (ECO_LIKELY(owner == NULL || owner == c->co))
         return run_op(c, o, want);
-    if (lock_dir(c) < 0)
+    struct call tmp = *c; /* as in io_wait */
+    int r = lock_dir(&tmp);
+    c->deadline = tmp.deadline;
+    if (r < 0)
         return -1;
     ssize_t n = run_op(c, o, want);
     int err = errno;
@@ -847,10 +887,12 @@ int eco_fd_timeout(int fd, int how, long ms)
     struct fdstate *f = fd_get(rt, fd);
     if (f == NULL)
         return -1;
-    if (how & ECO_RD)
-        f->d[RD].timeout_ms = ms < 0 ? -1 : ms;
-    if (how & ECO_WR)
-        f->d[WR].timeout_ms = ms < 0 ? -1 : ms;
+    for (int dir = RD; dir <= WR; dir++) {
+        if (how & (dir == RD ? ECO_RD : ECO_WR)) {
+            f->c[dir].timeout_ms = ms < 0 ? -1 : ms;
+            f->d[dir].timed = ms >= 0;
+        }
+    }
     return 0;
 }
 

@@ -3,13 +3,21 @@
  * stack-overflow report.
  *
  * A stack mapping is laid out, from low addresses up:
- *     [guard region][usable stack, grows down][struct eco][timer event]
+ *     [guard region][usable stack, grows down]
  * The kernel commits pages only when touched, so a large default costs
  * address space, not memory.  The guard region is installed with
  * MADV_GUARD_INSTALL (Linux 6.13+), which does not split the mapping, so
  * adjacent stacks merge into few VMAs and vm.max_map_count is no limit;
  * older kernels answer EINVAL and we fall back to mprotect(PROT_NONE),
  * which costs one extra VMA per stack.
+ *
+ * The coroutine record (and its timer event) lives apart from the stack,
+ * in a per-runtime slab of cache-line-aligned slots.  A parked coroutine's
+ * deepest frames sit at least a user buffer below the top of its stack, so
+ * a record at the top put every wake-up on two pages of its own; with
+ * records packed a dozen to a page, a wake-up touches one page of its own
+ * (the deep frames), which at a thousand connections is what decides TLB
+ * misses.  A pooled record keeps its stack.
  */
 #define _GNU_SOURCE
 #include "eco_internal.h"
@@ -35,8 +43,9 @@
 #endif
 
 #define GUARD_BYTES ((size_t)16 * 1024) /* at least one page; see guard_size */
-#define COLORS 32                         /* record offsets, in cache lines */
+#define COLORS 32                         /* stack-top offsets, in cache lines */
 #define COLOR_SPAN ((size_t)(COLORS - 1) * 64)
+#define SLAB_SLOTS 64                     /* records per slab chunk */
 
 /* 0 = not tried yet, 1 = MADV_GUARD_INSTALL works, 2 = it is missing or
  * has no effect. */
@@ -59,16 +68,67 @@ static size_t round_up(size_t n, size_t to)
     return (n + to - 1) / to * to;
 }
 
-/* Bytes at the top of each mapping for the coroutine record and its timer. */
-static size_t header_size(void)
+/* Bytes of a slab slot: the coroutine record and its timer event, whole
+ * cache lines, so the line a wake-up touches is never split. */
+static size_t slot_size(void)
 {
-    static atomic_size_t hs;
-    size_t v = atomic_load_explicit(&hs, memory_order_relaxed);
+    static atomic_size_t ss;
+    size_t v = atomic_load_explicit(&ss, memory_order_relaxed);
     if (v == 0) {
         v = round_up(round_up(sizeof(struct eco), 16) + event_get_struct_event_size(), 64);
-        atomic_store_explicit(&hs, v, memory_order_relaxed);
+        atomic_store_explicit(&ss, v, memory_order_relaxed);
     }
     return v;
+}
+
+/* One chunk of the slab: this header (a cache line), then SLAB_SLOTS slots. */
+struct slab_chunk {
+    struct slab_chunk *next;
+    char pad[64 - sizeof(void *)];
+};
+
+/* A free slot, taken from the runtime's slab; NULL with errno ENOMEM. */
+static eco_t *slot_get(struct eco_rt *rt)
+{
+    eco_t *co = rt->slab_free;
+    if (co == NULL) {
+        size_t ss = slot_size();
+        struct slab_chunk *ch = aligned_alloc(64, sizeof *ch + SLAB_SLOTS * ss);
+        if (ch == NULL) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        ch->next = rt->slab;
+        rt->slab = ch;
+        /* Linked so that slots are handed out in address order. */
+        char *first = (char *)(ch + 1);
+        for (size_t i = SLAB_SLOTS; i-- > 0;) {
+            eco_t *s = (eco_t *)(first + i * ss);
+            s->next = co;
+            co = s;
+        }
+    }
+    rt->slab_free = co->next;
+    return co;
+}
+
+/* Last in, first out: the slot freed last is the warmest. */
+static void slot_put(struct eco_rt *rt, eco_t *co)
+{
+    co->next = rt->slab_free;
+    rt->slab_free = co;
+}
+
+void eco__slab_free(struct eco_rt *rt)
+{
+    struct slab_chunk *ch = rt->slab;
+    while (ch != NULL) {
+        struct slab_chunk *next = ch->next;
+        free(ch);
+        ch = next;
+    }
+    rt->slab = NULL;
+    rt->slab_free = NULL;
 }
 
 /* Does the guard just installed at lo really fault?  Emulators (qemu-user)
@@ -119,33 +179,36 @@ static eco_t *map_stack(struct eco_rt *rt, size_t stack_size)
 {
     size_t pg = page_size();
     size_t guard = GUARD_BYTES > pg ? round_up(GUARD_BYTES, pg) : pg;
-    size_t hs = header_size();
-    size_t total = guard + round_up(stack_size + hs + COLOR_SPAN, pg);
+    size_t total = guard + round_up(stack_size + COLOR_SPAN, pg);
+    eco_t *co = slot_get(rt);
+    if (co == NULL)
+        return NULL;
     char *map = mmap(NULL, total, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
     if (map == MAP_FAILED) {
+        slot_put(rt, co);
         errno = ENOMEM;
         return NULL;
     }
     if (install_guard(map, guard) != 0) {
         munmap(map, total);
+        slot_put(rt, co);
         errno = ENOMEM; /* mprotect fails with ENOMEM past vm.max_map_count */
         return NULL;
     }
-    /* Mappings are page-aligned, so records (and stack tops) at one offset
-     * from the end would all fall in the same few cache sets: shift each
-     * by its own multiple of a cache line.  The record, the timer and a
-     * parked coroutine's first frames still share one page. */
+    /* Mappings are page-aligned, so stack tops at one offset from the end
+     * would put every coroutine's frames in the same few cache sets: shift
+     * each top by its own multiple of a cache line, staying in the top page
+     * (a parked coroutine with shallow frames keeps to one page). */
     size_t color = (rt->color++ % COLORS) * 64;
-    eco_t *co = (eco_t *)(map + total - hs - color);
     co->map = map;
     co->map_size = total;
     co->guard_size = guard;
     co->stack_lo = map + guard;
-    co->stack_size = (size_t)((char *)co - co->stack_lo);
+    co->stack_size = total - guard - color;
     co->timer = (struct event *)((char *)co + round_up(sizeof(struct eco), 16));
 #if defined(ECO_WITH_VALGRIND)
-    co->valgrind_id = VALGRIND_STACK_REGISTER(co->stack_lo, (char *)co);
+    co->valgrind_id = VALGRIND_STACK_REGISTER(co->stack_lo, co->stack_lo + co->stack_size);
 #endif
     rt->stacks++;
     return co;
@@ -169,6 +232,7 @@ void eco__stack_unmap(struct eco_rt *rt, eco_t *co)
 #endif
     rt->stacks--;
     munmap(co->map, co->map_size);
+    slot_put(rt, co);
 }
 
 void eco__stack_put(struct eco_rt *rt, eco_t *co)

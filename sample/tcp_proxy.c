@@ -31,15 +31,18 @@ struct pipe_ends {
 /* Copies from -> to until EOF or an error, then half-closes to. */
 static void *pump(void *arg)
 {
-    struct pipe_ends *p = arg;
+    /* The ends live in the client coroutine's frame, on its stack: read
+     * them once, not through p after every wake-up. */
+    const struct pipe_ends *p = arg;
+    int from = p->from, to = p->to;
     char buf[4096]; /* a page: small stacks, small working set */
     ssize_t n;
-    while ((n = eco_read(p->from, buf, sizeof buf)) > 0)
-        if (eco_write_full(p->to, buf, (size_t)n) != n)
+    while ((n = eco_read(from, buf, sizeof buf)) > 0)
+        if (eco_write_full(to, buf, (size_t)n) != n)
             break;
     if (n < 0) /* an error, not EOF: stop the other side too */
-        shutdown(p->from, SHUT_RDWR);
-    shutdown(p->to, SHUT_WR);
+        shutdown(from, SHUT_RDWR);
+    shutdown(to, SHUT_WR);
     return NULL;
 }
 
