@@ -499,6 +499,9 @@ _Static_assert(offsetof(struct eco, fpucw) == ECO_OFF_FPUCW, "eco_asm.h");
 _Static_assert(offsetof(struct eco, rt) == ECO_OFF_RT, "eco_asm.h");
 _Static_assert(offsetof(struct eco, caller) == ECO_OFF_CALLER, "eco_asm.h");
 _Static_assert(offsetof(struct eco_rt, current) == ECO_RT_OFF_CURRENT, "eco_asm.h");
+#if defined(__x86_64__)
+_Static_assert(offsetof(struct eco, regs) == ECO_OFF_REGS, "eco_asm.h");
+#endif
 
 #if defined(ECO_ASM_FAST_PATHS)
 #define RESUME_C eco__resume_slow

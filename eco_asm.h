@@ -14,6 +14,7 @@
 #define ECO_OFF_FPUCW 20  /* x86-64: saved x87 control word (2 bytes) */
 #define ECO_OFF_RT 24     /* struct eco_rt * */
 #define ECO_OFF_CALLER 32 /* eco_t * */
+#define ECO_OFF_REGS 64   /* x86-64: rbp rbx r12 r13 r14 r15, 8 bytes each */
 
 /* struct eco_rt */
 #define ECO_RT_OFF_CURRENT 0
