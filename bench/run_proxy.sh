@@ -94,10 +94,10 @@ oncpu_ns() { awk '{print $1}' "/proc/$1/schedstat"; }
 # Busy and total time of the whole machine, in ms, from /proc/stat.
 machine_ms() { awk -v t="$(getconf CLK_TCK)" '/^cpu / {
     print ($2 + $3 + $4 + $7 + $8 + $9) * 1000 / t, ($2 + $3 + $4 + $5 + $6 + $7 + $8 + $9) * 1000 / t }' /proc/stat; }
-# CPU ms of this shell's finished children (redis-benchmark and its pipe);
-# times writes to a file because in a pipe it would run in a subshell,
-# which has no finished children.
-children_ms() { times >"$TMP/times"; awk 'NR == 2 { split($1, u, "[ms]"); split($2, s, "[ms]");
+# CPU ms of this shell's finished children (redis-benchmark and its pipe),
+# from what `times >"$TMP/times"` wrote: times must run in this shell, not
+# in a $(...) or pipe subshell, which has no finished children.
+children_ms() { awk 'NR == 2 { split($1, u, "[ms]"); split($2, s, "[ms]");
     print (u[1] * 60 + u[2] + s[1] * 60 + s[2]) * 1000 }' "$TMP/times"; }
 quiet() { # waits until less than 5 % of the machine is busy
     i=0
@@ -120,12 +120,12 @@ one() { # side port pid P c: appends "side P c test rps p50", "... CPU us/req", 
     while :; do
         quiet
         c0=0; [ "$3" = - ] || c0=$(oncpu_ns "$3")
-        r0=$(oncpu_ns "$PID_REDIS"); m0=$(machine_ms); k0=$(children_ms)
+        r0=$(oncpu_ns "$PID_REDIS"); m0=$(machine_ms); times >"$TMP/times"; k0=$(children_ms)
         out=$($ON_CLIENT redis-benchmark -p "$2" -t set,get -P "$4" -c "$5" -n "$n" -q 2>&1 |
             tr '\r' '\n' | grep 'requests per second') ||
             { echo "redis-benchmark failed on port $2" >&2; exit 1; }
         c1=0; [ "$3" = - ] || c1=$(oncpu_ns "$3")
-        r1=$(oncpu_ns "$PID_REDIS"); m1=$(machine_ms); k1=$(children_ms)
+        r1=$(oncpu_ns "$PID_REDIS"); m1=$(machine_ms); times >"$TMP/times"; k1=$(children_ms)
         # What the machine did beyond redis-benchmark, redis-server and the
         # proxy measured (the idle proxy costs nothing).
         foreign=$(echo "$m0 $m1" | awk -v ours="$(((c1 - c0 + r1 - r0) / 1000000))" \
