@@ -48,4 +48,4 @@ done
 echo "== redis-benchmark -t get,set -c 50 -P 16 straight to redis-server, for comparison"
 redis-benchmark -p "$port" -t get,set -c 50 -P 16 -n 400000 -q | tr '\r' '\n' |
     grep 'requests per second'
-echo "== stopping redis-server and the proxy (pids$PIDS)"
+echo "== stopping redis-server and the proxy (pids: $(echo $PIDS))"
