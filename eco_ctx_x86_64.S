@@ -132,19 +132,23 @@ eco_ctx_switch_ret:
  * coroutine the loop resumed) jumps to the C version, which repeats the
  * checks, sets errno or takes the slow road.  The C versions implement the
  * same transitions; these must stay in step with them.
- *
- * The runtime pointer is eco__rt, an initial-exec TLS variable: its offset
- * from %fs comes from the GOT (the linker turns that into a constant in an
- * executable).
  */
+
+/* reg = this thread's eco__rt, or NULL.  An initial-exec TLS variable: its
+ * offset from %fs comes from the GOT (the linker turns that into a constant
+ * in an executable). */
+.macro ECO_LOAD_RT reg
+        movq    eco__rt@gottpoff(%rip), \reg
+        movq    %fs:(\reg), \reg
+.endm
+
         .globl  eco_resume
         .type   eco_resume, @function
         .p2align 4
 eco_resume:                             /* rdi = co */
         .cfi_startproc
         ECO_ENDBR
-        movq    eco__rt@gottpoff(%rip), %rax
-        movq    %fs:(%rax), %rax        /* rax = rt, or NULL */
+        ECO_LOAD_RT %rax
         testq   %rdi, %rdi
         jz      1f
         /* co->rt is never NULL, so this also catches "no runtime". */
@@ -172,8 +176,7 @@ eco_resume:                             /* rdi = co */
 eco_yield:
         .cfi_startproc
         ECO_ENDBR
-        movq    eco__rt@gottpoff(%rip), %rax
-        movq    %fs:(%rax), %rax        /* rax = rt, or NULL */
+        ECO_LOAD_RT %rax
         testq   %rax, %rax
         jz      1f
         movq    ECO_RT_OFF_CURRENT(%rax), %rdi

@@ -332,8 +332,10 @@ static void wr_cb(evutil_socket_t fd, short what, void *arg)
     kick(f, WR, 1);
 }
 
-/* Milliseconds the call may still park: -1 without a timeout. */
-static long remaining(struct call *c)
+/* Milliseconds the call may still park: -1 without a timeout.  Inline, so
+ * that io_wait, flattened into the calls, does not take c's address: that
+ * would keep the whole call in memory, on lines a wake-up has to load. */
+ECO_INLINE long remaining(struct call *c)
 {
     if (!c->f->d[c->dir].timed)
         return -1;
@@ -378,11 +380,7 @@ ECO_INLINE int io_wait(struct call *c, int front)
         return -1;
     long t = -1;
     if (ECO_UNLIKELY(d->timed)) {
-        /* Through a copy: c's address taken here would keep the whole
-         * call in memory, on lines a wake-up then has to load. */
-        struct call tmp = *c;
-        t = remaining(&tmp);
-        c->deadline = tmp.deadline;
+        t = remaining(c);
         if (t == 0) {
             errno = ETIMEDOUT;
             return -1;
@@ -577,7 +575,9 @@ ECO_INLINE ssize_t call_run(struct call *c, const struct op *o, size_t want)
     eco_t *owner = c->f->d[c->dir].owner;
     if (ECO_LIKELY(owner == NULL || owner == c->co))
         return run_op(c, o, want);
-    struct call tmp = *c; /* as in io_wait */
+    /* Through a copy: lock_dir is out of line, and c's address passed to
+     * it would keep the whole call in memory (see remaining). */
+    struct call tmp = *c;
     int r = lock_dir(&tmp);
     c->deadline = tmp.deadline;
     if (r < 0)
