@@ -61,9 +61,11 @@ END_TEST
 
 /* ---- many coroutines alive at once ---- */
 
-/* ThreadSanitizer counts each fiber as a thread and stops at 8128. */
+/* ThreadSanitizer counts each fiber as a thread and stops at 8128, and
+ * each costs it about 7 ms here (5000 took 35-60 s against the 60 s limit
+ * on a busy 2-core machine); the full 10,000 run in the other builds. */
 #if defined(__SANITIZE_THREAD__)
-#define MANY 5000
+#define MANY 2000
 #else
 #define MANY 10000
 #endif
