@@ -36,12 +36,12 @@ static atomic_ulong id_source = 1;
 
 #define POOL_LIMIT_DEFAULT 256
 
-/* ---- switching ---- */
+/* ---- switching (the inline part is in eco_internal.h) ---- */
 
 #if defined(ECO_WITH_ASAN)
 /* Completes ASan's view of a switch on the side that was switched to, and
  * learns the bounds of the thread's own stack the first time we leave it. */
-static void asan_arrived(struct eco_rt *rt, void *fake)
+void eco__asan_arrived(struct eco_rt *rt, void *fake)
 {
     const void *bottom;
     size_t size;
@@ -53,47 +53,6 @@ static void asan_arrived(struct eco_rt *rt, void *fake)
     }
 }
 #endif
-
-/* A switch through sw, eco_ctx_switch or eco_ctx_switch_ret. */
-static inline __attribute__((always_inline)) void
-switch_via(struct eco_rt *rt, eco_t *from, eco_t *to, int (*sw)(eco_t *, eco_t *))
-{
-    (void)rt;
-#if defined(ECO_WITH_ASAN)
-    void *fake = NULL;
-    rt->switch_from = from;
-    /* A finished coroutine passes NULL so ASan frees its fake stack. */
-    __sanitizer_start_switch_fiber(from->state == ECO_S_DONE ? NULL : &fake, to->asan_bottom,
-                                   to->asan_size);
-#endif
-#if defined(ECO_WITH_TSAN)
-    __tsan_switch_to_fiber(to->tsan_fiber, 0);
-#endif
-    sw(from, to);
-#if defined(ECO_WITH_ASAN)
-    asan_arrived(rt, fake);
-#endif
-}
-
-static inline void ctx_switch(struct eco_rt *rt, eco_t *from, eco_t *to)
-{
-    switch_via(rt, from, to, eco_ctx_switch);
-}
-
-/* For eco__park's hand-over from one parked coroutine to the next. */
-static inline void ctx_switch_ret(struct eco_rt *rt, eco_t *from, eco_t *to)
-{
-    switch_via(rt, from, to, eco_ctx_switch_ret);
-}
-
-/* Switches from the running coroutine co back to its caller. */
-static inline void switch_back(struct eco_rt *rt, eco_t *co)
-{
-    eco_t *to = co->caller;
-    rt->current = to;
-    to->state = ECO_S_ACTIVE;
-    ctx_switch(rt, co, to);
-}
 
 static void free_co(struct eco_rt *rt, eco_t *co)
 {
@@ -138,7 +97,7 @@ static inline eco_t *enter(struct eco_rt *rt, eco_t *co, int by_loop)
 static inline void run(struct eco_rt *rt, eco_t *co, int by_loop)
 {
     eco_t *cur = enter(rt, co, by_loop);
-    ctx_switch(rt, cur, co);
+    eco__switch(rt, cur, co);
 }
 
 /* Frees the finished detached coroutine left by co_main, if any.  Never
@@ -156,7 +115,7 @@ static void co_main(eco_t *co)
 {
     struct eco_rt *rt = co->rt;
 #if defined(ECO_WITH_ASAN)
-    asan_arrived(rt, NULL);
+    eco__asan_arrived(rt, NULL);
 #endif
     co->retval = co->fn(co->arg);
     co->state = ECO_S_DONE;
@@ -178,7 +137,7 @@ static void co_main(eco_t *co)
         if (rt->looping)
             event_base_loopbreak(rt->base);
     }
-    switch_back(rt, co);
+    eco__switch_back(rt, co);
     __builtin_unreachable();
 }
 
@@ -299,9 +258,9 @@ int eco__park(long timeout_ms)
         next->by_loop = 1;
         next->caller = co->caller;
         rt->current = next;
-        ctx_switch_ret(rt, co, next);
+        eco__switch_ret(rt, co, next);
     } else {
-        switch_back(rt, co);
+        eco__switch_back(rt, co);
     }
     if (timeout_ms >= 0 && co->wake != ECO_WAKE_TIMEOUT)
         event_del(co->timer);
@@ -521,7 +480,7 @@ int RESUME_C(eco_t *co)
         return resume_error(co, rt);
     eco_t *cur = enter(rt, co, 0);
 #if defined(ECO_WITH_ASAN) || defined(ECO_WITH_TSAN)
-    ctx_switch(rt, cur, co);
+    eco__switch(rt, cur, co);
     return 0;
 #else
     /* A tail call: the switch back lands straight in our caller. */
@@ -542,7 +501,7 @@ static __attribute__((noinline)) int yield_to_loop(struct eco_rt *rt, eco_t *co)
     co->state = ECO_S_PARKED;
     co->wake = ECO_WAKE_RUN;
     runq_push(rt, co);
-    switch_back(rt, co);
+    eco__switch_back(rt, co);
     return 0;
 }
 
@@ -560,7 +519,7 @@ int YIELD_C(void)
     rt->current = to;
     to->state = ECO_S_ACTIVE;
 #if defined(ECO_WITH_ASAN) || defined(ECO_WITH_TSAN)
-    ctx_switch(rt, co, to);
+    eco__switch(rt, co, to);
     return 0;
 #else
     return eco_ctx_switch(co, to);
@@ -859,7 +818,7 @@ int eco_sleep(long ms)
         co->state = ECO_S_PARKED;
         co->wake = ECO_WAKE_RUN;
         runq_push(co->rt, co);
-        switch_back(co->rt, co);
+        eco__switch_back(co->rt, co);
         return 0;
     }
     eco__park(ms);

@@ -346,10 +346,6 @@ ECO_INLINE long remaining(struct call *c)
     return c->deadline > now ? c->deadline - now : 0;
 }
 
-/* Parks c's coroutine until its fd is ready in c->dir.  front: it was woken
- * and found nothing, so it keeps its place at the head.  0: try again; -1
- * with errno ETIMEDOUT, EBADF (closed meanwhile) or what the event add
- * reported. */
 /* Assigns and adds dir's event, the first time or after rd_cb/wr_cb took
  * it out.  0, or -1 with errno. */
 static __attribute__((noinline)) int arm(struct fdstate *f, int dir)
@@ -369,17 +365,23 @@ static __attribute__((noinline)) int arm(struct fdstate *f, int dir)
     return 0;
 }
 
-/* Flattened into the calls, like run_op: a frame of its own would sit
+/* Parks c's coroutine until its fd is ready in c->dir.  front: it was woken
+ * and found nothing, so it keeps its place at the head.  0: try again; -1
+ * with errno ETIMEDOUT, EBADF (closed meanwhile) or what the event add
+ * reported.
+ *
+ * Flattened into the calls, like run_op: a frame of its own would sit
  * between the call's frame and eco__park's, one or two more cache lines
- * for every wake-up to come back through. */
-ECO_INLINE int io_wait(struct call *c, int front)
+ * for every wake-up to come back through.  timed: 0 when the caller has
+ * seen to it that the fd has no timeout (the fast path). */
+ECO_INLINE int io_wait(struct call *c, int front, int timed)
 {
     struct fdstate *f = c->f;
     struct dir *d = &f->d[c->dir];
     if (ECO_UNLIKELY(!d->armed) && arm(f, c->dir) < 0)
         return -1;
     long t = -1;
-    if (ECO_UNLIKELY(d->timed)) {
+    if (timed && ECO_UNLIKELY(d->timed)) {
         t = remaining(c);
         if (t == 0) {
             errno = ETIMEDOUT;
@@ -389,7 +391,7 @@ ECO_INLINE int io_wait(struct call *c, int front)
     eco_t *w = c->co;
     q_push(&d->io, w, front);
     kick(f, c->dir, 0);
-    int why = eco__park(t);
+    int why = eco__park_inline(t);
     if (f->gen != c->gen) {
         errno = EBADF;
         return -1;
@@ -504,8 +506,6 @@ ECO_INLINE ssize_t do_op(struct fdstate *f, const struct op *o)
     return -1;
 }
 
-/* Runs o until it does not say EAGAIN.  want: the byte count asked for when
- * a shorter answer means drained/full (streams only), else 0. */
 /* One attempt at o: a count, or -1 with errno.  Keeps the hint: EAGAIN, or
  * a short transfer on a stream, says the fd is not ready any more. */
 ECO_INLINE ssize_t try_op(struct fdstate *f, struct dir *d, const struct op *o, size_t want)
@@ -523,11 +523,17 @@ ECO_INLINE ssize_t try_op(struct fdstate *f, struct dir *d, const struct op *o, 
     return n;
 }
 
-ECO_INLINE ssize_t run_op(struct call *c, const struct op *o, size_t want)
+static ssize_t io_slow(int fd, enum op_kind kind, void *buf, size_t len, int flags, int woken);
+
+/* Runs o until it does not say EAGAIN.  want: the byte count asked for when
+ * a shorter answer means drained/full (streams only), else 0.  woken: the
+ * call was already handed readiness once.  fast: o is a plain read, recv,
+ * write or send on an fd without a timeout; should a timeout be set while
+ * it waits, the call goes on in io_slow. */
+ECO_INLINE ssize_t run_op(struct call *c, const struct op *o, size_t want, int woken, int fast)
 {
     struct fdstate *f = c->f;
     struct dir *d = &f->d[c->dir];
-    int woken = 0;
     /* A zero timeout asks for one nonblocking attempt, hint or not. */
     int force = d->timed && f->c[c->dir].timeout_ms == 0;
     ssize_t n;
@@ -541,10 +547,12 @@ ECO_INLINE ssize_t run_op(struct call *c, const struct op *o, size_t want)
             if (errno != EAGAIN && errno != EWOULDBLOCK)
                 return -1;
         }
-        if (io_wait(c, woken) < 0)
+        if (io_wait(c, woken, !fast) < 0)
             return -1;
         d = &f->d[c->dir];
         woken = 1;
+        if (fast && ECO_UNLIKELY(d->timed))
+            return io_slow(f->fd, o->kind, o->buf, o->len, o->flags, 1);
     }
     kick(f, c->dir, 0);
     return n;
@@ -569,12 +577,20 @@ ECO_INLINE int call_start(struct call *c, int fd, int dir)
     return 0;
 }
 
-/* One call: waits its turn if another coroutine holds the direction. */
-ECO_INLINE ssize_t call_run(struct call *c, const struct op *o, size_t want)
+/* One call: waits its turn if another coroutine holds the direction.
+ * fast: as for run_op; a timeout or a held direction goes to io_slow. */
+ECO_INLINE ssize_t call_run(struct call *c, const struct op *o, size_t want, int woken, int fast)
 {
-    eco_t *owner = c->f->d[c->dir].owner;
-    if (ECO_LIKELY(owner == NULL || owner == c->co))
-        return run_op(c, o, want);
+    struct dir *d = &c->f->d[c->dir];
+    eco_t *owner = d->owner;
+    if (ECO_LIKELY(owner == NULL || owner == c->co)) {
+        if (!fast)
+            return run_op(c, o, want, woken, 0);
+        if (ECO_LIKELY(!d->timed))
+            return run_op(c, o, want, woken, 1);
+    }
+    if (fast)
+        return io_slow(c->f->fd, o->kind, o->buf, o->len, o->flags, woken);
     /* Through a copy: lock_dir is out of line, and c's address passed to
      * it would keep the whole call in memory (see remaining). */
     struct call tmp = *c;
@@ -582,7 +598,7 @@ ECO_INLINE ssize_t call_run(struct call *c, const struct op *o, size_t want)
     c->deadline = tmp.deadline;
     if (r < 0)
         return -1;
-    ssize_t n = run_op(c, o, want);
+    ssize_t n = run_op(c, o, want, woken, 0);
     int err = errno;
     if (c->f->gen == c->gen)
         unlock_dir(c->f, c->dir);
@@ -590,12 +606,34 @@ ECO_INLINE ssize_t call_run(struct call *c, const struct op *o, size_t want)
     return n;
 }
 
-ECO_INLINE ssize_t io_call(int fd, int dir, const struct op *o, size_t want)
+ECO_INLINE ssize_t io_call(int fd, int dir, const struct op *o, size_t want, int fast)
 {
     struct call c;
     if (call_start(&c, fd, dir) < 0)
         return -1;
-    return call_run(&c, o, want);
+    return call_run(&c, o, want, 0, fast);
+}
+
+/*
+ * read, recv, write and send take a fast path (io_call with fast = 1) for
+ * the usual case, an fd without a timeout in a direction nobody holds.
+ * Everything it keeps across a park then fits in registers, which the
+ * switch saves in the coroutine record: the parked stack holds only the
+ * call's pushed registers and return address, so a wake-up brings back one
+ * or two cache lines of it.  The rest (timeouts, locked directions) needs
+ * the call in memory and runs here, out of line, entered with plain
+ * arguments so that the fast path keeps no frame for it.
+ */
+static __attribute__((noinline)) ssize_t io_slow(int fd, enum op_kind kind, void *buf, size_t len,
+                                                 int flags, int woken)
+{
+    struct op o = {.kind = kind, .buf = buf, .len = len, .flags = flags};
+    int dir = kind == OP_READ || kind == OP_RECV ? RD : WR;
+    int plain = !(kind == OP_RECV && (flags & (MSG_PEEK | MSG_WAITALL | MSG_OOB)));
+    struct call c;
+    if (call_start(&c, fd, dir) < 0)
+        return -1;
+    return call_run(&c, &o, plain ? len : 0, woken, 0);
 }
 
 static size_t iov_total(const struct iovec *iov, int cnt)
@@ -629,7 +667,7 @@ ssize_t eco_read(int fd, void *buf, size_t len)
     if (bad_buf(buf, len))
         return -1;
     struct op o = {.kind = OP_READ, .buf = buf, .len = len};
-    return io_call(fd, RD, &o, len);
+    return io_call(fd, RD, &o, len, 1);
 }
 
 ssize_t eco_readv(int fd, const struct iovec *iov, int iovcnt)
@@ -637,7 +675,7 @@ ssize_t eco_readv(int fd, const struct iovec *iov, int iovcnt)
     if (bad_iov(iov, iovcnt))
         return -1;
     struct op o = {.kind = OP_READV, .iov = iov, .iovcnt = iovcnt};
-    return io_call(fd, RD, &o, iov_total(iov, iovcnt));
+    return io_call(fd, RD, &o, iov_total(iov, iovcnt), 0);
 }
 
 ssize_t eco_recv(int fd, void *buf, size_t len, int flags)
@@ -647,7 +685,7 @@ ssize_t eco_recv(int fd, void *buf, size_t len, int flags)
     struct op o = {.kind = OP_RECV, .buf = buf, .len = len, .flags = flags};
     /* A peek or a wait-for-all read says nothing about what is left. */
     int plain = !(flags & (MSG_PEEK | MSG_WAITALL | MSG_OOB));
-    return io_call(fd, RD, &o, plain ? len : 0);
+    return io_call(fd, RD, &o, plain ? len : 0, 1);
 }
 
 ssize_t eco_recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *addr,
@@ -662,7 +700,7 @@ ssize_t eco_recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *
     struct op o = {.kind = OP_RECVFROM, .buf = buf, .len = len, .flags = flags,
                    .addr = addr, .addrlen = addrlen};
     int plain = !(flags & (MSG_PEEK | MSG_WAITALL | MSG_OOB));
-    return io_call(fd, RD, &o, plain ? len : 0);
+    return io_call(fd, RD, &o, plain ? len : 0, 0);
 }
 
 ssize_t eco_recvmsg(int fd, struct msghdr *msg, int flags)
@@ -674,7 +712,7 @@ ssize_t eco_recvmsg(int fd, struct msghdr *msg, int flags)
     struct op o = {.kind = OP_RECVMSG, .msg = msg, .flags = flags};
     int plain = !(flags & (MSG_PEEK | MSG_WAITALL | MSG_OOB));
     size_t want = plain ? iov_total(msg->msg_iov, (int)msg->msg_iovlen) : 0;
-    return io_call(fd, RD, &o, want);
+    return io_call(fd, RD, &o, want, 0);
 }
 
 ssize_t eco_write(int fd, const void *buf, size_t len)
@@ -682,7 +720,7 @@ ssize_t eco_write(int fd, const void *buf, size_t len)
     if (bad_buf(buf, len))
         return -1;
     struct op o = {.kind = OP_WRITE, .buf = (void *)buf, .len = len};
-    return io_call(fd, WR, &o, len);
+    return io_call(fd, WR, &o, len, 1);
 }
 
 ssize_t eco_writev(int fd, const struct iovec *iov, int iovcnt)
@@ -690,7 +728,7 @@ ssize_t eco_writev(int fd, const struct iovec *iov, int iovcnt)
     if (bad_iov(iov, iovcnt))
         return -1;
     struct op o = {.kind = OP_WRITEV, .iov = iov, .iovcnt = iovcnt};
-    return io_call(fd, WR, &o, iov_total(iov, iovcnt));
+    return io_call(fd, WR, &o, iov_total(iov, iovcnt), 0);
 }
 
 ssize_t eco_send(int fd, const void *buf, size_t len, int flags)
@@ -698,7 +736,7 @@ ssize_t eco_send(int fd, const void *buf, size_t len, int flags)
     if (bad_buf(buf, len))
         return -1;
     struct op o = {.kind = OP_SEND, .buf = (void *)buf, .len = len, .flags = flags};
-    return io_call(fd, WR, &o, len);
+    return io_call(fd, WR, &o, len, 1);
 }
 
 ssize_t eco_sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *addr,
@@ -708,7 +746,7 @@ ssize_t eco_sendto(int fd, const void *buf, size_t len, int flags, const struct 
         return -1;
     struct op o = {.kind = OP_SENDTO, .buf = (void *)buf, .len = len, .flags = flags,
                    .addr = (struct sockaddr *)addr, .tolen = addrlen};
-    return io_call(fd, WR, &o, len);
+    return io_call(fd, WR, &o, len, 0);
 }
 
 ssize_t eco_sendmsg(int fd, const struct msghdr *msg, int flags)
@@ -718,7 +756,7 @@ ssize_t eco_sendmsg(int fd, const struct msghdr *msg, int flags)
         return -1;
     }
     struct op o = {.kind = OP_SENDMSG, .msg = (struct msghdr *)msg, .flags = flags};
-    return io_call(fd, WR, &o, iov_total(msg->msg_iov, (int)msg->msg_iovlen));
+    return io_call(fd, WR, &o, iov_total(msg->msg_iov, (int)msg->msg_iovlen), 0);
 }
 
 int eco_accept(int fd, struct sockaddr *addr, socklen_t *addrlen)
@@ -731,7 +769,7 @@ int eco_accept(int fd, struct sockaddr *addr, socklen_t *addrlen)
     struct call c;
     if (call_start(&c, fd, RD) < 0)
         return -1;
-    int nfd = (int)call_run(&c, &o, 0);
+    int nfd = (int)call_run(&c, &o, 0, 0, 0);
     if (nfd >= 0)
         fd_fresh(c.co->rt, nfd, c.f->stream);
     return nfd;
@@ -764,7 +802,7 @@ int eco_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
     int err = 0;
     socklen_t len = sizeof err;
     do {
-        if (io_wait(&c, 0) < 0)
+        if (io_wait(&c, 0, 1) < 0)
             return -1;
         if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
             return -1;
@@ -800,33 +838,17 @@ int eco_close(int fd)
 
 /* ---- whole buffers ---- */
 
-/* Takes dir for the whole call unless the caller holds it already. */
-static ssize_t full_call(int fd, int dir, char *buf, size_t n)
+/* The rest of full_call, out of line (as io_slow is for the fast path):
+ * takes dir for the whole call unless the caller holds it already, and
+ * moves what is left after the first `done` bytes. */
+static __attribute__((noinline)) ssize_t full_slow(int fd, int dir, char *buf, size_t n,
+                                                   size_t done)
 {
-    if (bad_buf(buf, n))
-        return -1;
     struct call c;
     if (call_start(&c, fd, dir) < 0)
         return -1;
-    struct dir *d = &c.f->d[dir];
-    size_t done = 0;
-    /* The usual case first: free direction, ready fd, all in one call.
-     * Nothing can cut in between this attempt and taking the direction
-     * below, as long as this coroutine does not switch. */
-    if (d->owner == NULL && d->ready && d->io.head == NULL && n > 0) {
-        struct op o = {.kind = dir == RD ? OP_READ : OP_WRITE, .buf = buf, .len = n};
-        ssize_t k = try_op(c.f, d, &o, n);
-        if (k == (ssize_t)n || (k == 0 && dir == RD)) {
-            errno = 0;
-            return k;
-        }
-        if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
-            return -1;
-        if (k > 0)
-            done = (size_t)k;
-    }
     int took = 0;
-    if (d->owner != c.co) {
+    if (c.f->d[dir].owner != c.co) {
         if (lock_dir(&c) < 0)
             return done > 0 ? (ssize_t)done : -1;
         took = 1;
@@ -835,7 +857,7 @@ static ssize_t full_call(int fd, int dir, char *buf, size_t n)
     while (done < n) {
         struct op o = {.kind = dir == RD ? OP_READ : OP_WRITE, .buf = buf + done,
                        .len = n - done};
-        ssize_t k = run_op(&c, &o, n - done);
+        ssize_t k = run_op(&c, &o, n - done, 0, 0);
         if (k < 0) {
             err = errno;
             break;
@@ -852,6 +874,33 @@ static ssize_t full_call(int fd, int dir, char *buf, size_t n)
     }
     errno = err; /* 0 at EOF; the error that cut a partial transfer short */
     return (ssize_t)done;
+}
+
+/* The usual case inline: a free direction, a ready fd, all in one call.
+ * Nothing can cut in between this attempt and full_slow taking the
+ * direction, as long as this coroutine does not switch. */
+ECO_INLINE ssize_t full_call(int fd, int dir, char *buf, size_t n)
+{
+    if (bad_buf(buf, n))
+        return -1;
+    struct call c;
+    if (call_start(&c, fd, dir) < 0)
+        return -1;
+    struct dir *d = &c.f->d[dir];
+    size_t done = 0;
+    if (d->owner == NULL && d->ready && d->io.head == NULL && n > 0) {
+        struct op o = {.kind = dir == RD ? OP_READ : OP_WRITE, .buf = buf, .len = n};
+        ssize_t k = try_op(c.f, d, &o, n);
+        if (k == (ssize_t)n || (k == 0 && dir == RD)) {
+            errno = 0;
+            return k;
+        }
+        if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+            return -1;
+        if (k > 0)
+            done = (size_t)k;
+    }
+    return full_slow(fd, dir, buf, n, done);
 }
 
 ssize_t eco_read_full(int fd, void *buf, size_t n)
