@@ -118,6 +118,8 @@ static void co_main(eco_t *co)
     eco__asan_arrived(rt, NULL);
 #endif
     co->retval = co->fn(co->arg);
+    if (ECO_UNLIKELY(co->fd_holds != 0))
+        eco__fd_release(co);
     co->state = ECO_S_DONE;
     rt->alive--;
     /* A detached coroutine cannot free the stack it runs on: it is left for
@@ -394,6 +396,7 @@ eco_t *eco_create(eco_fn fn, void *arg, const eco_attr_t *attr)
     co->by_loop = 0;
     co->detached = 0;
     co->timer_set = 0;
+    co->fd_holds = 0;
     co->wake = ECO_WAKE_NONE;
     co->rt = rt;
     co->caller = NULL;

@@ -376,7 +376,8 @@ ECO_API int eco_fd_timeout(int fd, int how, long ms);
  * Unlocking never switches coroutines and a lock call joins its queue
  * before it parks, so with nothing in between, the ECO_RD queue is joined
  * in the order the requests were written.  eco_close releases both
- * directions.  A coroutine must unlock before it returns.
+ * directions, and so does the holder's return: what a coroutine still
+ * holds when its function returns goes to the next waiter in line.
  */
 ECO_API int eco_fd_lock(int fd, int how);
 

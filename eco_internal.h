@@ -70,6 +70,9 @@ struct eco {
     unsigned char wake;    /* ECO_WAKE_* once woken, 0 while still parked */
     unsigned char queued;  /* linked by qprev/qnext */
     unsigned char signaled; /* set in co's thread when eco__signal reaches it */
+    unsigned char fd_holds; /* directions taken with eco_fd_lock and not yet
+                               given back, saturating at 255: if nonzero when
+                               the coroutine returns, they are released */
     /* x86-64: the floating-point control words, saved by the switch next
      * to the line it writes anyway (eco_ctx_x86_64.S). */
     uint32_t mxcsr;
@@ -314,6 +317,8 @@ static inline long eco__now_ms(void)
 
 /* Frees the per-fd state of eco_socket.c (eco_teardown). */
 ECO_HIDDEN void eco__fd_teardown(struct eco_rt *rt);
+/* Releases every fd direction co still holds (co has returned). */
+ECO_HIDDEN void eco__fd_release(eco_t *co);
 
 /* The running coroutine, or NULL (errno EPERM) outside any coroutine. */
 static inline eco_t *eco__in_coroutine(void)

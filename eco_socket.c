@@ -945,6 +945,14 @@ int eco_fd_timeout(int fd, int how, long ms)
     return 0;
 }
 
+/* One direction fewer held by co.  A count that saturated stays put: the
+ * scan when co returns (eco__fd_release) finds what is really held. */
+static void held_less(eco_t *co)
+{
+    if (co->fd_holds > 0 && co->fd_holds < UCHAR_MAX)
+        co->fd_holds--;
+}
+
 int eco_fd_lock(int fd, int how)
 {
     if (bad_how(how))
@@ -966,11 +974,15 @@ int eco_fd_lock(int fd, int how)
         c.dir = dir;
         if (lock_dir(&c) < 0) {
             int err = errno;
-            if (dir == WR && (how & ECO_RD) && c.f->gen == c.gen)
+            if (dir == WR && (how & ECO_RD) && c.f->gen == c.gen) {
                 unlock_dir(c.f, RD);
+                held_less(c.co);
+            }
             errno = err;
             return -1;
         }
+        if (c.co->fd_holds < UCHAR_MAX)
+            c.co->fd_holds++;
     }
     return 0;
 }
@@ -992,8 +1004,23 @@ int eco_fd_unlock(int fd, int how)
             return -1;
         }
     }
-    for (int dir = RD; dir <= WR; dir++)
-        if (how & (dir == RD ? ECO_RD : ECO_WR))
+    for (int dir = RD; dir <= WR; dir++) {
+        if (how & (dir == RD ? ECO_RD : ECO_WR)) {
             unlock_dir(f, dir);
+            held_less(co);
+        }
+    }
     return 0;
+}
+
+void eco__fd_release(eco_t *co)
+{
+    struct eco_rt *rt = co->rt;
+    for (size_t i = 0; i < rt->fdtab_n; i++) {
+        struct fdstate *f = rt->fdtab[i];
+        for (int dir = RD; f != NULL && dir <= WR; dir++)
+            if (f->d[dir].owner == co)
+                unlock_dir(f, dir);
+    }
+    co->fd_holds = 0;
 }

@@ -1007,6 +1007,47 @@ START_TEST(held_direction_keeps_others_out)
 }
 END_TEST
 
+/* A coroutine that returns still holding both directions hands them to
+ * the next in line: the waiter gets them, well before its timeout. */
+static int rl_fd[2];
+
+static void *rl_forgetful(void *arg)
+{
+    (void)arg;
+    ck_assert_int_eq(eco_fd_lock(rl_fd[0], ECO_RD | ECO_WR), 0);
+    eco_sleep(0); /* rl_waiter queues behind us meanwhile */
+    return NULL;  /* without eco_fd_unlock */
+}
+
+static void *rl_waiter(void *arg)
+{
+    (void)arg;
+    ck_assert_int_eq(eco_fd_timeout(rl_fd[0], ECO_RD | ECO_WR, 5000), 0);
+    long t0 = now_ms();
+    ck_assert_int_eq(eco_fd_lock(rl_fd[0], ECO_RD | ECO_WR), 0);
+    ck_assert_int_lt(now_ms() - t0, 4000);
+    ck_assert_int_eq(eco_write(rl_fd[0], "ok", 2), 2);
+    ck_assert_int_eq(eco_fd_unlock(rl_fd[0], ECO_RD | ECO_WR), 0);
+    /* Nobody holds it now: another lock is immediate. */
+    ck_assert_int_eq(eco_fd_lock(rl_fd[0], ECO_WR), 0);
+    ck_assert_int_eq(eco_fd_unlock(rl_fd[0], ECO_WR), 0);
+    char got[3] = {0};
+    ck_assert_int_eq(eco_read_full(rl_fd[1], got, 2), 2);
+    ck_assert_str_eq(got, "ok");
+    return NULL;
+}
+
+START_TEST(returning_releases_held_directions)
+{
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, rl_fd), 0);
+    ck_assert_int_eq(eco_go(rl_forgetful, NULL), 0);
+    ck_assert_int_eq(eco_go(rl_waiter, NULL), 0);
+    ck_assert_int_eq(eco_loop(), 0);
+    eco_close(rl_fd[0]);
+    eco_close(rl_fd[1]);
+}
+END_TEST
+
 /* ---- shared backend connections with pipelining ----
  * A plain-thread server answers frames [len u32][co u32][seq u32][fill]
  * with a reply of another, variable length.  200 coroutines share 2
@@ -1201,6 +1242,7 @@ int main(void)
     tcase_add_test(tc, close_wakes_waiters_and_number_starts_clean);
     tcase_add_test(tc, bad_input_is_refused);
     tcase_add_test(tc, held_direction_keeps_others_out);
+    tcase_add_test(tc, returning_releases_held_directions);
     tcase_add_test(tc, shared_backend_pipelining);
     suite_add_tcase(s, tc);
 
