@@ -995,15 +995,22 @@ static void *lk_other(void *arg)
     return NULL;
 }
 
+/* Runs first and then second (eco_go keeps order) on a fresh socketpair
+ * fds, until both are done; closes the pair. */
+static void run_two_on_pair(int fds[2], eco_fn first, eco_fn second)
+{
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds), 0);
+    ck_assert_int_eq(eco_go(first, NULL), 0);
+    ck_assert_int_eq(eco_go(second, NULL), 0);
+    ck_assert_int_eq(eco_loop(), 0);
+    eco_close(fds[0]);
+    eco_close(fds[1]);
+}
+
 START_TEST(held_direction_keeps_others_out)
 {
-    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, lk_fd), 0);
     lk_step = 0;
-    ck_assert_int_eq(eco_go(lk_holder, NULL), 0);
-    ck_assert_int_eq(eco_go(lk_other, NULL), 0);
-    ck_assert_int_eq(eco_loop(), 0);
-    eco_close(lk_fd[0]);
-    eco_close(lk_fd[1]);
+    run_two_on_pair(lk_fd, lk_holder, lk_other);
 }
 END_TEST
 
@@ -1039,12 +1046,7 @@ static void *rl_waiter(void *arg)
 
 START_TEST(returning_releases_held_directions)
 {
-    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, rl_fd), 0);
-    ck_assert_int_eq(eco_go(rl_forgetful, NULL), 0);
-    ck_assert_int_eq(eco_go(rl_waiter, NULL), 0);
-    ck_assert_int_eq(eco_loop(), 0);
-    eco_close(rl_fd[0]);
-    eco_close(rl_fd[1]);
+    run_two_on_pair(rl_fd, rl_forgetful, rl_waiter);
 }
 END_TEST
 
