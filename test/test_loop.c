@@ -36,7 +36,10 @@ static void *sleeper(void *arg)
 
 START_TEST(sleep_wakes_in_deadline_order)
 {
-    static const long ms[] = {60, 20, 40, 0, 10};
+    /* Long enough that "overlapping" (about 300 ms) and "one after the
+     * other" (650 ms) stay apart on a loaded machine under a sanitizer:
+     * with 60 ms sleeps the bound between them was once missed by 2 ms. */
+    static const long ms[] = {300, 100, 200, 0, 50};
     wake_n = 0;
     long t0 = now_ms();
     for (int i = 0; i < 5; i++)
@@ -45,13 +48,13 @@ START_TEST(sleep_wakes_in_deadline_order)
     long took = now_ms() - t0;
     ck_assert_int_eq(wake_n, 5);
     ck_assert_int_eq(wake_order[0], 0);
-    ck_assert_int_eq(wake_order[1], 10);
-    ck_assert_int_eq(wake_order[2], 20);
-    ck_assert_int_eq(wake_order[3], 40);
-    ck_assert_int_eq(wake_order[4], 60);
+    ck_assert_int_eq(wake_order[1], 50);
+    ck_assert_int_eq(wake_order[2], 100);
+    ck_assert_int_eq(wake_order[3], 200);
+    ck_assert_int_eq(wake_order[4], 300);
     /* Sleeps overlap: the whole run is about the longest, not the sum. */
-    ck_assert_int_ge(took, 59);
-    ck_assert_int_lt(took, 60 + 10 + 20 + 40 - 10);
+    ck_assert_int_ge(took, 299);
+    ck_assert_int_lt(took, 500);
 }
 END_TEST
 
