@@ -355,8 +355,10 @@ ECO_API int eco_close(int fd);
  * Bounds every later blocking call on fd in the directions of how (ECO_RD:
  * accept and reads; ECO_WR: connect and writes) to ms milliseconds per call
  * (-1: no bound, the default; 0: fail at once with ETIMEDOUT instead of
- * waiting).  The setting lasts until eco_close.  Errors: EINVAL (how),
- * EBADF, EPERM (no runtime).
+ * waiting).  A call already waiting when the timeout is set keeps waiting
+ * unbounded until it is woken, and is bounded from its next wait on.  The
+ * setting lasts until eco_close.  Errors: EINVAL (how), EBADF, EPERM (no
+ * runtime).
  */
 ECO_API int eco_fd_timeout(int fd, int how, long ms);
 

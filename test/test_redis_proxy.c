@@ -95,9 +95,17 @@ static int rc_line(struct rconn *c, char *out, size_t cap)
             c->end -= c->start;
             c->start = 0;
         }
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         ssize_t n = eco_read(c->fd, c->buf + c->end, sizeof c->buf - c->end);
-        if (n <= 0)
+        if (n <= 0) {
+            /* Says why, for the assertion that fails next. */
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+            fprintf(stderr, "rc_line: read on fd %d gave %zd (%s) after %ld ms, %zu bytes pending\n",
+                    c->fd, n, n < 0 ? strerror(errno) : "end of file", ms, c->end - c->start);
             return -1;
+        }
         c->end += (size_t)n;
     }
 }
@@ -295,9 +303,19 @@ START_TEST(malformed_and_vanishing_clients)
 }
 END_TEST
 
-/* ---- 1,000 idle clients beside 10 busy ones ---- */
+/* ---- 1,000 idle clients (200 under TSan) beside 10 busy ones ---- */
 
-static int idle_fds[1000], idle_n, busy_done;
+/* ThreadSanitizer spends about 7 ms on each coroutine (fiber) the proxy
+ * creates: with 1000 idle clients, on a loaded 2-core machine, the first
+ * busy request could wait out the client's 10 s timeout before the proxy
+ * had even accepted it.  200 still outnumber the busy clients 20 to 1. */
+#if defined(__SANITIZE_THREAD__)
+#define IDLE 200
+#else
+#define IDLE 1000
+#endif
+
+static int idle_fds[IDLE], idle_n, busy_done;
 
 static void *busy_client(void *arg)
 {
@@ -326,7 +344,7 @@ static void *idle_opener(void *arg)
 {
     (void)arg;
     struct rconn c;
-    for (idle_n = 0; idle_n < 1000; idle_n++) {
+    for (idle_n = 0; idle_n < IDLE; idle_n++) {
         ck_assert_int_eq(rc_open(&c), 0);
         idle_fds[idle_n] = c.fd;
     }
@@ -348,7 +366,7 @@ START_TEST(idle_clients_do_not_hold_up_busy_ones)
     ck_assert_int_eq(eco_go(idle_opener, NULL), 0);
     ck_assert_int_eq(eco_loop(), 0);
     ck_assert_int_eq(busy_done, 10);
-    ck_assert_int_eq(idle_n, 1000);
+    ck_assert_int_eq(idle_n, IDLE);
     for (int i = 0; i < idle_n; i++)
         eco_close(idle_fds[i]);
 }

@@ -744,6 +744,57 @@ START_TEST(timed_out_read_then_successful_read)
 }
 END_TEST
 
+/* A read already waiting when its fd gets a timeout is bounded from its
+ * next wait on.  tw_second is handed readiness after tw_first's read, but
+ * tw_first takes the rest of the data before it runs: instead of waiting
+ * for ever, its read times out. */
+static int tw_fd[2], tw_second_done;
+
+static void *tw_first(void *arg)
+{
+    (void)arg;
+    char c;
+    ck_assert_int_eq(eco_read(tw_fd[0], &c, 1), 1); /* hands readiness on */
+    ck_assert_int_eq(c, 'x');
+    ck_assert_int_eq(eco_fd_timeout(tw_fd[0], ECO_RD, 50), 0);
+    ck_assert_int_eq(eco_read(tw_fd[0], &c, 1), 1); /* before tw_second runs */
+    ck_assert_int_eq(c, 'y');
+    return NULL;
+}
+
+static void *tw_second(void *arg)
+{
+    (void)arg;
+    char c;
+    long t0 = now_ms();
+    ck_assert_int_eq(eco_read(tw_fd[0], &c, 1), -1);
+    ck_assert_int_eq(errno, ETIMEDOUT);
+    ck_assert_int_ge(now_ms() - t0, 49);
+    tw_second_done = 1;
+    return NULL;
+}
+
+static void *tw_writer(void *arg)
+{
+    (void)arg;
+    ck_assert_int_eq(eco_write(tw_fd[1], "xy", 2), 2);
+    return NULL;
+}
+
+START_TEST(timeout_set_while_waiting_bounds_the_next_wait)
+{
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, tw_fd), 0);
+    tw_second_done = 0;
+    ck_assert_int_eq(eco_go(tw_first, NULL), 0);
+    ck_assert_int_eq(eco_go(tw_second, NULL), 0);
+    ck_assert_int_eq(eco_go(tw_writer, NULL), 0);
+    ck_assert_int_eq(eco_loop(), 0);
+    ck_assert_int_eq(tw_second_done, 1);
+    eco_close(tw_fd[0]);
+    eco_close(tw_fd[1]);
+}
+END_TEST
+
 /* ---- accept and the fd lock are bounded too ---- */
 
 static int tb_fd[2], tb_done[2];
@@ -1240,6 +1291,7 @@ int main(void)
     tcase_add_test(tc, readers_of_one_fd_are_served_in_order);
     tcase_add_test(tc, thousand_connections_echo);
     tcase_add_test(tc, timed_out_read_then_successful_read);
+    tcase_add_test(tc, timeout_set_while_waiting_bounds_the_next_wait);
     tcase_add_test(tc, accept_and_lock_time_out);
     tcase_add_test(tc, close_wakes_waiters_and_number_starts_clean);
     tcase_add_test(tc, bad_input_is_refused);
