@@ -228,12 +228,10 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     eco__wake_now(co, ECO_WAKE_TIMEOUT);
 }
 
-int eco__park(long timeout_ms)
+int eco__park_slow(long timeout_ms)
 {
     struct eco_rt *rt = eco__rt;
     eco_t *co = rt->current;
-    co->state = ECO_S_PARKED;
-    co->wake = ECO_WAKE_NONE;
     if (timeout_ms >= 0) {
         if (!co->timer_set) {
             event_assign(co->timer, rt->base, -1, 0, timer_cb, co);

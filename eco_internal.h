@@ -261,27 +261,27 @@ ECO_HIDDEN void eco__overflow_teardown(struct eco_rt *rt);
 
 /* ---- parking and waking, for the blocking primitives (eco.c) ---- */
 
+/* eco__park's deadline and run-queue hand-over, out of line; the running
+ * coroutine is already marked parked. */
+ECO_HIDDEN int eco__park_slow(long timeout_ms);
+
 /*
  * Parks the running coroutine until eco__wake (or, with a deadline, its
  * timer).  timeout_ms < 0: no deadline.  Returns the ECO_WAKE_* reason.
  * The caller must be a coroutine (check with eco__in_coroutine) and must
- * have put itself where a waker will find it.
+ * have put itself where a waker will find it.  Without a deadline, and with
+ * no coroutine in the run queue to hand the turn to, parking is a plain
+ * switch back to the caller, inlined: it leaves no frame of its own on the
+ * parked stack, one cache line fewer for every wake-up to bring back.
  */
-ECO_HIDDEN int eco__park(long timeout_ms);
-/*
- * eco__park for the hot paths to inline.  Without a deadline, and with no
- * coroutine in the run queue to hand the turn to, parking is a plain switch
- * back to the caller; inlined, it leaves no frame of its own on the parked
- * stack, one cache line fewer for every wake-up to bring back.
- */
-static inline __attribute__((always_inline)) int eco__park_inline(long timeout_ms)
+static inline __attribute__((always_inline)) int eco__park(long timeout_ms)
 {
     struct eco_rt *rt = eco__rt;
-    if (ECO_UNLIKELY(timeout_ms >= 0 || rt->runq_head != NULL))
-        return eco__park(timeout_ms);
     eco_t *co = rt->current;
     co->state = ECO_S_PARKED;
     co->wake = ECO_WAKE_NONE;
+    if (ECO_UNLIKELY(timeout_ms >= 0 || rt->runq_head != NULL))
+        return eco__park_slow(timeout_ms);
     eco__switch_back(rt, co);
     return co->wake;
 }

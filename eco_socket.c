@@ -371,7 +371,7 @@ static __attribute__((noinline)) int arm(struct fdstate *f, int dir)
  * reported.
  *
  * Flattened into the calls, like run_op: a frame of its own would sit
- * between the call's frame and eco__park's, one or two more cache lines
+ * between the call's frame and the switch, one or two more cache lines
  * for every wake-up to come back through.  timed: 0 when the caller has
  * seen to it that the fd has no timeout (the fast path). */
 ECO_INLINE int io_wait(struct call *c, int front, int timed)
@@ -391,7 +391,7 @@ ECO_INLINE int io_wait(struct call *c, int front, int timed)
     eco_t *w = c->co;
     q_push(&d->io, w, front);
     kick(f, c->dir, 0);
-    int why = eco__park_inline(t);
+    int why = eco__park(t);
     if (f->gen != c->gen) {
         errno = EBADF;
         return -1;
@@ -614,6 +614,14 @@ ECO_INLINE ssize_t io_call(int fd, int dir, const struct op *o, size_t want, int
     return call_run(&c, o, want, 0, fast);
 }
 
+/* Whether a short answer to a recv-like call with these flags means the
+ * socket was drained: a peek or a wait-for-all read says nothing about
+ * what is left. */
+static int recv_drains(int flags)
+{
+    return !(flags & (MSG_PEEK | MSG_WAITALL | MSG_OOB));
+}
+
 /*
  * read, recv, write and send take a fast path (io_call with fast = 1) for
  * the usual case, an fd without a timeout in a direction nobody holds.
@@ -629,11 +637,11 @@ static __attribute__((noinline)) ssize_t io_slow(int fd, enum op_kind kind, void
 {
     struct op o = {.kind = kind, .buf = buf, .len = len, .flags = flags};
     int dir = kind == OP_READ || kind == OP_RECV ? RD : WR;
-    int plain = !(kind == OP_RECV && (flags & (MSG_PEEK | MSG_WAITALL | MSG_OOB)));
     struct call c;
     if (call_start(&c, fd, dir) < 0)
         return -1;
-    return call_run(&c, &o, plain ? len : 0, woken, 0);
+    size_t want = kind != OP_RECV || recv_drains(flags) ? len : 0;
+    return call_run(&c, &o, want, woken, 0);
 }
 
 static size_t iov_total(const struct iovec *iov, int cnt)
@@ -683,9 +691,7 @@ ssize_t eco_recv(int fd, void *buf, size_t len, int flags)
     if (bad_buf(buf, len))
         return -1;
     struct op o = {.kind = OP_RECV, .buf = buf, .len = len, .flags = flags};
-    /* A peek or a wait-for-all read says nothing about what is left. */
-    int plain = !(flags & (MSG_PEEK | MSG_WAITALL | MSG_OOB));
-    return io_call(fd, RD, &o, plain ? len : 0, 1);
+    return io_call(fd, RD, &o, recv_drains(flags) ? len : 0, 1);
 }
 
 ssize_t eco_recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *addr,
@@ -699,8 +705,7 @@ ssize_t eco_recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *
     }
     struct op o = {.kind = OP_RECVFROM, .buf = buf, .len = len, .flags = flags,
                    .addr = addr, .addrlen = addrlen};
-    int plain = !(flags & (MSG_PEEK | MSG_WAITALL | MSG_OOB));
-    return io_call(fd, RD, &o, plain ? len : 0, 0);
+    return io_call(fd, RD, &o, recv_drains(flags) ? len : 0, 0);
 }
 
 ssize_t eco_recvmsg(int fd, struct msghdr *msg, int flags)
@@ -710,8 +715,7 @@ ssize_t eco_recvmsg(int fd, struct msghdr *msg, int flags)
         return -1;
     }
     struct op o = {.kind = OP_RECVMSG, .msg = msg, .flags = flags};
-    int plain = !(flags & (MSG_PEEK | MSG_WAITALL | MSG_OOB));
-    size_t want = plain ? iov_total(msg->msg_iov, (int)msg->msg_iovlen) : 0;
+    size_t want = recv_drains(flags) ? iov_total(msg->msg_iov, (int)msg->msg_iovlen) : 0;
     return io_call(fd, RD, &o, want, 0);
 }
 

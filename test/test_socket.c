@@ -270,16 +270,25 @@ static void *hc_closer(void *arg)
     return NULL;
 }
 
+/* Makes fds a fresh socketpair, runs first, second and third (if not
+ * NULL; eco_go keeps their order) until all are done, and closes the pair. */
+static void run_on_pair(int fds[2], eco_fn first, eco_fn second, eco_fn third)
+{
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds), 0);
+    ck_assert_int_eq(eco_go(first, NULL), 0);
+    ck_assert_int_eq(eco_go(second, NULL), 0);
+    if (third != NULL)
+        ck_assert_int_eq(eco_go(third, NULL), 0);
+    ck_assert_int_eq(eco_loop(), 0);
+    eco_close(fds[0]);
+    eco_close(fds[1]);
+}
+
 START_TEST(half_close_wakes_reader_with_eof)
 {
-    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, hc_fd), 0);
     hc_state = 0;
-    ck_assert_int_eq(eco_go(hc_reader, NULL), 0);
-    ck_assert_int_eq(eco_go(hc_closer, NULL), 0);
-    ck_assert_int_eq(eco_loop(), 0);
+    run_on_pair(hc_fd, hc_reader, hc_closer, NULL);
     ck_assert_int_eq(hc_state, 2);
-    eco_close(hc_fd[0]);
-    eco_close(hc_fd[1]);
 }
 END_TEST
 
@@ -783,15 +792,9 @@ static void *tw_writer(void *arg)
 
 START_TEST(timeout_set_while_waiting_bounds_the_next_wait)
 {
-    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, tw_fd), 0);
     tw_second_done = 0;
-    ck_assert_int_eq(eco_go(tw_first, NULL), 0);
-    ck_assert_int_eq(eco_go(tw_second, NULL), 0);
-    ck_assert_int_eq(eco_go(tw_writer, NULL), 0);
-    ck_assert_int_eq(eco_loop(), 0);
+    run_on_pair(tw_fd, tw_first, tw_second, tw_writer);
     ck_assert_int_eq(tw_second_done, 1);
-    eco_close(tw_fd[0]);
-    eco_close(tw_fd[1]);
 }
 END_TEST
 
@@ -1046,22 +1049,10 @@ static void *lk_other(void *arg)
     return NULL;
 }
 
-/* Runs first and then second (eco_go keeps order) on a fresh socketpair
- * fds, until both are done; closes the pair. */
-static void run_two_on_pair(int fds[2], eco_fn first, eco_fn second)
-{
-    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds), 0);
-    ck_assert_int_eq(eco_go(first, NULL), 0);
-    ck_assert_int_eq(eco_go(second, NULL), 0);
-    ck_assert_int_eq(eco_loop(), 0);
-    eco_close(fds[0]);
-    eco_close(fds[1]);
-}
-
 START_TEST(held_direction_keeps_others_out)
 {
     lk_step = 0;
-    run_two_on_pair(lk_fd, lk_holder, lk_other);
+    run_on_pair(lk_fd, lk_holder, lk_other, NULL);
 }
 END_TEST
 
@@ -1097,7 +1088,7 @@ static void *rl_waiter(void *arg)
 
 START_TEST(returning_releases_held_directions)
 {
-    run_two_on_pair(rl_fd, rl_forgetful, rl_waiter);
+    run_on_pair(rl_fd, rl_forgetful, rl_waiter, NULL);
 }
 END_TEST
 
