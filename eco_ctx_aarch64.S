@@ -22,7 +22,10 @@
 
 #if defined(__aarch64__)
 
-        .text
+        /* A page of its own for the code every round trip runs: this file
+         * is linked first and the C side's ECO_HOT functions follow. */
+        .section .text.hot,"ax",%progbits
+        .p2align 12
 
 /* int eco_ctx_switch(eco_t *from, eco_t *to)   x0 = from, x1 = to
  * (the saved stack pointer is the first word of a record, eco_asm.h) */
@@ -87,6 +90,7 @@ eco_ctx_switch:
  * x19 = the coroutine and x20 = its entry function.  sp = top, 16-aligned.
  * The entry function never returns: a coroutine ends by switching away.
  */
+        .text   /* set-up code, once per coroutine */
         .type   eco_ctx_start, %function
         .p2align 4
 eco_ctx_start:

@@ -39,7 +39,10 @@
 #define ECO_ENDBR
 #endif
 
-        .text
+        /* A page of its own for the code every round trip runs: this file
+         * is linked first and the C side's ECO_HOT functions follow. */
+        .section .text.hot,"ax",@progbits
+        .p2align 12
 
 /*
  * The body every switch shares: save this side's callee-saved state in its
@@ -203,6 +206,7 @@ eco_yield:
  * at the entry function's first instruction, exactly as after any call.
  * The entry function never returns: a coroutine ends by switching away.
  */
+        .text   /* set-up code, once per coroutine */
         .type   eco_ctx_start, @function
         .p2align 4
 eco_ctx_start:

@@ -21,6 +21,14 @@ struct event_base;
 #define ECO_HIDDEN __attribute__((visibility("hidden")))
 #define ECO_LIKELY(x) __builtin_expect(!!(x), 1)
 #define ECO_UNLIKELY(x) __builtin_expect(!!(x), 0)
+/* The code of a round trip (wake-up, read, write, park) sits together in
+ * one page of .text.hot, after the switch (eco_ctx_*.S aligns it), and the
+ * rare paths (ECO_COLD) elsewhere: where every system call flushes the TLB,
+ * as on this project's machine, each page a round trip touches costs a page
+ * walk (BENCHMARKS.md, "Pages per round trip").  A section, not the hot
+ * attribute: that one changes code generation and grew eco_read's frame. */
+#define ECO_HOT __attribute__((section(".text.hot.eco")))
+#define ECO_COLD __attribute__((noinline, cold))
 
 /* Sanitizer and Valgrind support, chosen by CMake options. */
 #if defined(ECO_WITH_ASAN)

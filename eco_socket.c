@@ -215,7 +215,7 @@ static struct fdstate *fd_slot(struct eco_rt *rt, int fd)
 
 /* Looks at an fd libeco has not seen open before: it must be open, and it
  * is made nonblocking (the call must never block the thread). */
-static struct fdstate *fd_check(struct eco_rt *rt, int fd)
+static ECO_COLD struct fdstate *fd_check(struct eco_rt *rt, int fd)
 {
     struct fdstate *f = fd_slot(rt, fd);
     if (f == NULL)
@@ -292,7 +292,7 @@ ECO_INLINE void kick(struct fdstate *f, int dir, int now)
     pass_on(d, now);
 }
 
-static __attribute__((noinline)) void pass_on(struct dir *d, int now)
+static __attribute__((noinline)) ECO_HOT void pass_on(struct dir *d, int now)
 {
     eco_t *w = q_pop(&d->io);
     d->baton = 1;
@@ -302,7 +302,7 @@ static __attribute__((noinline)) void pass_on(struct dir *d, int now)
         eco__wake(w, ECO_WAKE_READY);
 }
 
-static void rd_cb(evutil_socket_t fd, short what, void *arg)
+static ECO_HOT void rd_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct fdstate *f = arg;
     struct dir *d = &f->d[RD];
@@ -319,7 +319,7 @@ static void rd_cb(evutil_socket_t fd, short what, void *arg)
     kick(f, RD, 1);
 }
 
-static void wr_cb(evutil_socket_t fd, short what, void *arg)
+static ECO_HOT void wr_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct fdstate *f = arg;
     struct dir *d = &f->d[WR];
@@ -348,7 +348,7 @@ ECO_INLINE long remaining(struct call *c)
 
 /* Assigns and adds dir's event, the first time or after rd_cb/wr_cb took
  * it out.  0, or -1 with errno. */
-static __attribute__((noinline)) int arm(struct fdstate *f, int dir)
+static ECO_COLD int arm(struct fdstate *f, int dir)
 {
     struct event *ev = f->c[dir].ev;
     if (dir == RD)
@@ -670,7 +670,88 @@ static int bad_iov(const struct iovec *iov, int cnt)
     return 0;
 }
 
-ssize_t eco_read(int fd, void *buf, size_t len)
+/* ---- whole buffers ---- */
+
+/* The rest of full_call, out of line (as io_slow is for the fast path):
+ * takes dir for the whole call unless the caller holds it already, and
+ * moves what is left after the first `done` bytes. */
+static ECO_COLD ssize_t full_slow(int fd, int dir, char *buf, size_t n,
+                                                   size_t done)
+{
+    struct call c;
+    if (call_start(&c, fd, dir) < 0)
+        return -1;
+    int took = 0;
+    if (c.f->d[dir].owner != c.co) {
+        if (lock_dir(&c) < 0)
+            return done > 0 ? (ssize_t)done : -1;
+        took = 1;
+    }
+    int err = 0;
+    while (done < n) {
+        struct op o = {.kind = dir == RD ? OP_READ : OP_WRITE, .buf = buf + done,
+                       .len = n - done};
+        ssize_t k = run_op(&c, &o, n - done, 0, 0);
+        if (k < 0) {
+            err = errno;
+            break;
+        }
+        if (k == 0 && dir == RD)
+            break; /* EOF */
+        done += (size_t)k;
+    }
+    if (took && c.f->gen == c.gen)
+        unlock_dir(c.f, dir);
+    if (err != 0 && done == 0) {
+        errno = err;
+        return -1;
+    }
+    errno = err; /* 0 at EOF; the error that cut a partial transfer short */
+    return (ssize_t)done;
+}
+
+/* The usual case inline: a free direction, a ready fd, all in one call.
+ * Nothing can cut in between this attempt and full_slow taking the
+ * direction, as long as this coroutine does not switch. */
+ECO_INLINE ssize_t full_call(int fd, int dir, char *buf, size_t n)
+{
+    if (bad_buf(buf, n))
+        return -1;
+    struct call c;
+    if (call_start(&c, fd, dir) < 0)
+        return -1;
+    struct dir *d = &c.f->d[dir];
+    size_t done = 0;
+    if (d->owner == NULL && d->ready && d->io.head == NULL && n > 0) {
+        struct op o = {.kind = dir == RD ? OP_READ : OP_WRITE, .buf = buf, .len = n};
+        ssize_t k = try_op(c.f, d, &o, n);
+        if (k == (ssize_t)n)
+            return k; /* errno as it was: setting it is a call into libc */
+        if (k == 0 && dir == RD) {
+            errno = 0;
+            return 0;
+        }
+        if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+            return -1;
+        if (k > 0)
+            done = (size_t)k;
+    }
+    return full_slow(fd, dir, buf, n, done);
+}
+
+ECO_HOT ssize_t eco_read_full(int fd, void *buf, size_t n)
+{
+    return full_call(fd, RD, buf, n);
+}
+
+ECO_HOT ssize_t eco_write_full(int fd, const void *buf, size_t n)
+{
+    return full_call(fd, WR, (char *)buf, n);
+}
+
+/* ---- the wrappers ---- */
+
+ECO_HOT ssize_t eco_read(int fd, void *buf, size_t len)
 {
     if (bad_buf(buf, len))
         return -1;
@@ -686,7 +767,7 @@ ssize_t eco_readv(int fd, const struct iovec *iov, int iovcnt)
     return io_call(fd, RD, &o, iov_total(iov, iovcnt), 0);
 }
 
-ssize_t eco_recv(int fd, void *buf, size_t len, int flags)
+ECO_HOT ssize_t eco_recv(int fd, void *buf, size_t len, int flags)
 {
     if (bad_buf(buf, len))
         return -1;
@@ -719,7 +800,7 @@ ssize_t eco_recvmsg(int fd, struct msghdr *msg, int flags)
     return io_call(fd, RD, &o, want, 0);
 }
 
-ssize_t eco_write(int fd, const void *buf, size_t len)
+ECO_HOT ssize_t eco_write(int fd, const void *buf, size_t len)
 {
     if (bad_buf(buf, len))
         return -1;
@@ -735,7 +816,7 @@ ssize_t eco_writev(int fd, const struct iovec *iov, int iovcnt)
     return io_call(fd, WR, &o, iov_total(iov, iovcnt), 0);
 }
 
-ssize_t eco_send(int fd, const void *buf, size_t len, int flags)
+ECO_HOT ssize_t eco_send(int fd, const void *buf, size_t len, int flags)
 {
     if (bad_buf(buf, len))
         return -1;
@@ -838,83 +919,6 @@ int eco_close(int fd)
             fd_drop(f);
     }
     return close(fd);
-}
-
-/* ---- whole buffers ---- */
-
-/* The rest of full_call, out of line (as io_slow is for the fast path):
- * takes dir for the whole call unless the caller holds it already, and
- * moves what is left after the first `done` bytes. */
-static __attribute__((noinline)) ssize_t full_slow(int fd, int dir, char *buf, size_t n,
-                                                   size_t done)
-{
-    struct call c;
-    if (call_start(&c, fd, dir) < 0)
-        return -1;
-    int took = 0;
-    if (c.f->d[dir].owner != c.co) {
-        if (lock_dir(&c) < 0)
-            return done > 0 ? (ssize_t)done : -1;
-        took = 1;
-    }
-    int err = 0;
-    while (done < n) {
-        struct op o = {.kind = dir == RD ? OP_READ : OP_WRITE, .buf = buf + done,
-                       .len = n - done};
-        ssize_t k = run_op(&c, &o, n - done, 0, 0);
-        if (k < 0) {
-            err = errno;
-            break;
-        }
-        if (k == 0 && dir == RD)
-            break; /* EOF */
-        done += (size_t)k;
-    }
-    if (took && c.f->gen == c.gen)
-        unlock_dir(c.f, dir);
-    if (err != 0 && done == 0) {
-        errno = err;
-        return -1;
-    }
-    errno = err; /* 0 at EOF; the error that cut a partial transfer short */
-    return (ssize_t)done;
-}
-
-/* The usual case inline: a free direction, a ready fd, all in one call.
- * Nothing can cut in between this attempt and full_slow taking the
- * direction, as long as this coroutine does not switch. */
-ECO_INLINE ssize_t full_call(int fd, int dir, char *buf, size_t n)
-{
-    if (bad_buf(buf, n))
-        return -1;
-    struct call c;
-    if (call_start(&c, fd, dir) < 0)
-        return -1;
-    struct dir *d = &c.f->d[dir];
-    size_t done = 0;
-    if (d->owner == NULL && d->ready && d->io.head == NULL && n > 0) {
-        struct op o = {.kind = dir == RD ? OP_READ : OP_WRITE, .buf = buf, .len = n};
-        ssize_t k = try_op(c.f, d, &o, n);
-        if (k == (ssize_t)n || (k == 0 && dir == RD)) {
-            errno = 0;
-            return k;
-        }
-        if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
-            return -1;
-        if (k > 0)
-            done = (size_t)k;
-    }
-    return full_slow(fd, dir, buf, n, done);
-}
-
-ssize_t eco_read_full(int fd, void *buf, size_t n)
-{
-    return full_call(fd, RD, buf, n);
-}
-
-ssize_t eco_write_full(int fd, const void *buf, size_t n)
-{
-    return full_call(fd, WR, (char *)buf, n);
 }
 
 /* ---- per-fd settings ---- */
