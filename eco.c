@@ -645,11 +645,15 @@ int eco_setup(struct event_base *base)
         errno = EEXIST;
         return -1;
     }
-    struct eco_rt *rt = calloc(1, sizeof *rt);
+    /* Page-aligned: the fields a call touches, the thread's own record and
+     * the fd chunk pointers then share one page. */
+    _Static_assert(sizeof(struct eco_rt) <= 4096, "the runtime fits in a page");
+    struct eco_rt *rt = aligned_alloc(4096, 4096);
     if (rt == NULL) {
         errno = ENOMEM;
         return -1;
     }
+    memset(rt, 0, sizeof *rt);
     if (base == NULL) {
         /* Default flags, as event_base_new: libevent's precise timers
          * would cost a timerfd_settime call on every loop iteration;
@@ -665,6 +669,8 @@ int eco_setup(struct event_base *base)
     rt->base = base;
     rt->stack_size = ECO_STACK_DEFAULT;
     rt->pool_limit = POOL_LIMIT_DEFAULT;
+    rt->fdchunk = rt->fdchunk_inline;
+    rt->fdchunk_n = ECO_FD_CHUNKS_INLINE;
     rt->current = &rt->main;
     rt->main.state = ECO_S_ACTIVE;
     rt->main.by_loop = 1;

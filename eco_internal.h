@@ -125,7 +125,12 @@ struct eco {
     struct event *timer;   /* storage right after this record, in its slot */
 };
 
-/* One runtime per thread. */
+/* Fds per chunk of the fd table, and chunk pointers kept inline in the
+ * runtime: fds below 8 * 256 = 2048 are found without another page. */
+#define ECO_FD_CHUNK 8
+#define ECO_FD_CHUNKS_INLINE 256
+
+/* One runtime per thread, in a page of its own (eco_setup). */
 struct eco_rt {
     eco_t *current;        /* running coroutine, or &main */
     struct event_base *base;
@@ -169,13 +174,19 @@ struct eco_rt {
     int notify_added;      /* notify_ev is in the base (owner thread only) */
     struct event *notify_ev;
 
-    /* Per-fd wait state of eco_socket.c, indexed by fd. */
-    void **fdtab;
-    size_t fdtab_n;
+    /* Per-fd wait state of eco_socket.c: fd's entry sits in a page of
+     * ECO_FD_CHUNK entries, fdchunk[fd / ECO_FD_CHUNK].  The first
+     * ECO_FD_CHUNKS_INLINE chunk pointers live here, in the runtime's own
+     * page, which a call touches anyway: one page fewer per call than a
+     * table of its own (BENCHMARKS.md, "Pages per round trip"). */
+    void **fdchunk;        /* fdchunk_inline, or a larger copy */
+    size_t fdchunk_n;
+    size_t fd_entry;       /* bytes per entry (with libevent's events) */
 
     void *altstack;        /* sigaltstack we installed, or NULL */
     size_t altstack_size;
     eco_t main;            /* the thread's own stack */
+    void *fdchunk_inline[ECO_FD_CHUNKS_INLINE];
 };
 
 /* This thread's runtime.  initial-exec: a plain %fs/tpidr load, no call. */
@@ -327,6 +338,21 @@ static inline long eco__now_ms(void)
 ECO_HIDDEN void eco__fd_teardown(struct eco_rt *rt);
 /* Releases every fd direction co still holds (co has returned). */
 ECO_HIDDEN void eco__fd_release(eco_t *co);
+
+/* The stack pointer here, to prefetch later: near the line the switch
+ * will resume from if the caller parks now. */
+static inline __attribute__((always_inline)) void *eco__sp(void)
+{
+    void *sp;
+#if defined(__x86_64__)
+    __asm__("movq %%rsp, %0" : "=r"(sp));
+#elif defined(__aarch64__)
+    __asm__("mov %0, sp" : "=r"(sp));
+#else
+    sp = __builtin_frame_address(0);
+#endif
+    return sp;
+}
 
 /* The running coroutine, or NULL (errno EPERM) outside any coroutine. */
 static inline eco_t *eco__in_coroutine(void)

@@ -51,16 +51,21 @@ struct queue {
 /* What every call and every wake-up of one direction looks at. */
 struct dir {
     struct queue io;     /* parked until the fd is ready this way */
-    eco_t *owner;        /* holder of the direction, or NULL */
+    /* The stack of io.head where it parked (or a stale one): the wake-up
+     * prefetches it together with the record, instead of finding it in
+     * the record first, so the two cache and TLB misses overlap. */
+    void *head_sp;
     unsigned char ready; /* 0: known not ready, park without a syscall */
     unsigned char baton; /* a waiter woken for readiness has yet to run */
     unsigned char armed; /* ev is assigned and added */
     unsigned char timed; /* a timeout is set (timeout_ms >= 0) */
+    unsigned char held;  /* someone owns the direction (dir_cold's owner) */
 };
 
 /* The rest of a direction: needed only to arm, to time out or to lock. */
 struct dir_cold {
     struct event *ev;    /* EV_READ or EV_WRITE, persistent; after the struct */
+    eco_t *owner;        /* holder of the direction, or NULL (held == 0) */
     struct queue lock;   /* parked until they own this direction */
     long timeout_ms;     /* bound on each call; -1: none */
 };
@@ -145,6 +150,7 @@ static void dir_reset(struct fdstate *f, int dir)
         event_del(c->ev);
     memset(d, 0, sizeof *d);
     d->ready = 1;
+    c->owner = NULL;
     c->lock.head = NULL;
     c->timeout_ms = -1;
 }
@@ -171,44 +177,78 @@ static void fd_drop(struct fdstate *f)
     f->open = 0;
 }
 
-/* The entry for fd, allocated on first use; NULL with errno. */
+/* fd's entry if its chunk exists (the entry may be unused: rt == NULL). */
+ECO_INLINE struct fdstate *fd_at(const struct eco_rt *rt, int fd)
+{
+    size_t i = (size_t)fd / ECO_FD_CHUNK;
+    if (ECO_UNLIKELY(fd < 0 || i >= rt->fdchunk_n || rt->fdchunk[i] == NULL))
+        return NULL;
+    return (struct fdstate *)((char *)rt->fdchunk[i] + (size_t)fd % ECO_FD_CHUNK * rt->fd_entry);
+}
+
+/* fd's entry if libeco has set it up, else NULL. */
+static struct fdstate *fd_known(const struct eco_rt *rt, int fd)
+{
+    struct fdstate *f = fd_at(rt, fd);
+    return f != NULL && f->rt != NULL ? f : NULL;
+}
+
+/* Room in the chunk table for chunk i.  0, or -1 with errno. */
+static int chunks_reach(struct eco_rt *rt, size_t i)
+{
+    if (i < rt->fdchunk_n)
+        return 0;
+    size_t n = rt->fdchunk_n;
+    while (n <= i)
+        n *= 2;
+    void **grown = malloc(n * sizeof *grown);
+    if (grown == NULL) {
+        errno = ENOMEM;
+        return -1;
+    }
+    memcpy(grown, rt->fdchunk, rt->fdchunk_n * sizeof *grown);
+    memset(grown + rt->fdchunk_n, 0, (n - rt->fdchunk_n) * sizeof *grown);
+    if (rt->fdchunk != rt->fdchunk_inline)
+        free(rt->fdchunk);
+    rt->fdchunk = grown;
+    rt->fdchunk_n = n;
+    return 0;
+}
+
+/* The entry for fd, set up on first use; NULL with errno. */
 static struct fdstate *fd_slot(struct eco_rt *rt, int fd)
 {
     if (fd < 0) {
         errno = EBADF;
         return NULL;
     }
-    if ((size_t)fd >= rt->fdtab_n) {
-        size_t n = rt->fdtab_n ? rt->fdtab_n : 64;
-        while (n <= (size_t)fd)
-            n *= 2;
-        void **grown = realloc(rt->fdtab, n * sizeof *grown);
-        if (grown == NULL) {
+    /* Cache-line aligned, each event on lines of its own. */
+    size_t head = (sizeof(struct fdstate) + 63) & ~(size_t)63;
+    size_t evsize = (event_get_struct_event_size() + 63) & ~(size_t)63;
+    if (rt->fd_entry == 0)
+        rt->fd_entry = head + 2 * evsize;
+    size_t i = (size_t)fd / ECO_FD_CHUNK;
+    if (chunks_reach(rt, i) < 0)
+        return NULL;
+    if (rt->fdchunk[i] == NULL) {
+        /* A chunk is a page when the entries fit, as with libevent 2.1. */
+        size_t bytes = (ECO_FD_CHUNK * rt->fd_entry + 4095) & ~(size_t)4095;
+        void *chunk = aligned_alloc(4096, bytes);
+        if (chunk == NULL) {
             errno = ENOMEM;
             return NULL;
         }
-        memset(grown + rt->fdtab_n, 0, (n - rt->fdtab_n) * sizeof *grown);
-        rt->fdtab = grown;
-        rt->fdtab_n = n;
+        memset(chunk, 0, bytes);
+        rt->fdchunk[i] = chunk;
     }
-    struct fdstate *f = rt->fdtab[fd];
-    if (f == NULL) {
-        /* Cache-line aligned, each event on lines of its own. */
-        size_t head = (sizeof *f + 63) & ~(size_t)63;
-        size_t evsize = (event_get_struct_event_size() + 63) & ~(size_t)63;
-        f = aligned_alloc(64, head + 2 * evsize);
-        if (f == NULL) {
-            errno = ENOMEM;
-            return NULL;
-        }
-        memset(f, 0, sizeof *f);
+    struct fdstate *f = fd_at(rt, fd);
+    if (f->rt == NULL) {
         f->rt = rt;
         f->fd = fd;
         f->c[RD].ev = (struct event *)((char *)f + head);
         f->c[WR].ev = (struct event *)((char *)f + head + evsize);
         dir_reset(f, RD);
         dir_reset(f, WR);
-        rt->fdtab[fd] = f;
     }
     return f;
 }
@@ -241,11 +281,9 @@ static ECO_COLD struct fdstate *fd_check(struct eco_rt *rt, int fd)
 
 ECO_INLINE struct fdstate *fd_get(struct eco_rt *rt, int fd)
 {
-    if (ECO_LIKELY(fd >= 0 && (size_t)fd < rt->fdtab_n)) {
-        struct fdstate *f = rt->fdtab[fd];
-        if (ECO_LIKELY(f != NULL && f->open))
-            return f;
-    }
+    struct fdstate *f = fd_at(rt, fd);
+    if (ECO_LIKELY(f != NULL && f->open))
+        return f;
     return fd_check(rt, fd);
 }
 
@@ -265,16 +303,19 @@ static void fd_fresh(struct eco_rt *rt, int fd, int stream)
 
 void eco__fd_teardown(struct eco_rt *rt)
 {
-    for (size_t i = 0; i < rt->fdtab_n; i++) {
-        struct fdstate *f = rt->fdtab[i];
-        for (int d = 0; f != NULL && d < 2; d++)
-            if (f->d[d].armed)
-                event_del(f->c[d].ev);
-        free(f);
+    for (size_t i = 0; i < rt->fdchunk_n; i++) {
+        for (size_t j = 0; rt->fdchunk[i] != NULL && j < ECO_FD_CHUNK; j++) {
+            struct fdstate *f = fd_at(rt, (int)(i * ECO_FD_CHUNK + j));
+            for (int d = 0; f->rt != NULL && d < 2; d++)
+                if (f->d[d].armed)
+                    event_del(f->c[d].ev);
+        }
+        free(rt->fdchunk[i]);
     }
-    free(rt->fdtab);
-    rt->fdtab = NULL;
-    rt->fdtab_n = 0;
+    if (rt->fdchunk != rt->fdchunk_inline)
+        free(rt->fdchunk);
+    rt->fdchunk = rt->fdchunk_inline;
+    rt->fdchunk_n = 0;
 }
 
 /* ---- readiness ---- */
@@ -302,12 +343,25 @@ static __attribute__((noinline)) ECO_HOT void pass_on(struct dir *d, int now)
         eco__wake(w, ECO_WAKE_READY);
 }
 
+/* The lines a wake-up of d's head is about to need, loaded in parallel:
+ * its record's two (state and links, saved registers) and its stack's. */
+ECO_INLINE void prefetch_head(const struct dir *d)
+{
+    const char *w = (const char *)d->io.head;
+    if (w == NULL)
+        return;
+    __builtin_prefetch(w);
+    __builtin_prefetch(w + 64);
+    __builtin_prefetch((const char *)d->head_sp - sizeof(void *));
+}
+
 static ECO_HOT void rd_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct fdstate *f = arg;
     struct dir *d = &f->d[RD];
     (void)fd;
     (void)what;
+    prefetch_head(d);
     d->ready = 1;
     if (d->io.head == NULL && !d->baton) {
         /* Nobody reads now: stop the level-triggered event from firing on
@@ -325,6 +379,7 @@ static ECO_HOT void wr_cb(evutil_socket_t fd, short what, void *arg)
     struct dir *d = &f->d[WR];
     (void)fd;
     (void)what;
+    prefetch_head(d);
     d->ready = 1;
     /* Writers wait only while the send buffer is full: watch only then. */
     event_del(f->c[WR].ev);
@@ -389,6 +444,8 @@ ECO_INLINE int io_wait(struct call *c, int front, int timed)
         }
     }
     eco_t *w = c->co;
+    if (front || d->io.head == NULL)
+        d->head_sp = eco__sp();
     q_push(&d->io, w, front);
     kick(f, c->dir, 0);
     int why = eco__park(t);
@@ -415,8 +472,9 @@ ECO_INLINE int io_wait(struct call *c, int front, int timed)
 static int lock_dir(struct call *c)
 {
     struct dir *d = &c->f->d[c->dir];
-    if (d->owner == NULL) {
-        d->owner = c->co;
+    if (!d->held) {
+        d->held = 1;
+        c->f->c[c->dir].owner = c->co;
         return 0;
     }
     long t = remaining(c);
@@ -443,7 +501,8 @@ static int lock_dir(struct call *c)
 static void unlock_dir(struct fdstate *f, int dir)
 {
     eco_t *w = q_pop(&f->c[dir].lock);
-    f->d[dir].owner = w;
+    f->c[dir].owner = w;
+    f->d[dir].held = w != NULL;
     if (w != NULL)
         eco__wake(w, ECO_WAKE_READY);
 }
@@ -582,8 +641,7 @@ ECO_INLINE int call_start(struct call *c, int fd, int dir)
 ECO_INLINE ssize_t call_run(struct call *c, const struct op *o, size_t want, int woken, int fast)
 {
     struct dir *d = &c->f->d[c->dir];
-    eco_t *owner = d->owner;
-    if (ECO_LIKELY(owner == NULL || owner == c->co)) {
+    if (ECO_LIKELY(!d->held || c->f->c[c->dir].owner == c->co)) {
         if (!fast)
             return run_op(c, o, want, woken, 0);
         if (ECO_LIKELY(!d->timed))
@@ -682,7 +740,7 @@ static ECO_COLD ssize_t full_slow(int fd, int dir, char *buf, size_t n,
     if (call_start(&c, fd, dir) < 0)
         return -1;
     int took = 0;
-    if (c.f->d[dir].owner != c.co) {
+    if (c.f->c[dir].owner != c.co) {
         if (lock_dir(&c) < 0)
             return done > 0 ? (ssize_t)done : -1;
         took = 1;
@@ -722,7 +780,7 @@ ECO_INLINE ssize_t full_call(int fd, int dir, char *buf, size_t n)
         return -1;
     struct dir *d = &c.f->d[dir];
     size_t done = 0;
-    if (d->owner == NULL && d->ready && d->io.head == NULL && n > 0) {
+    if (!d->held && d->ready && d->io.head == NULL && n > 0) {
         struct op o = {.kind = dir == RD ? OP_READ : OP_WRITE, .buf = buf, .len = n};
         ssize_t k = try_op(c.f, d, &o, n);
         if (k == (ssize_t)n)
@@ -913,11 +971,9 @@ int eco_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
 int eco_close(int fd)
 {
     struct eco_rt *rt = eco__rt;
-    if (rt != NULL && fd >= 0 && (size_t)fd < rt->fdtab_n && rt->fdtab[fd] != NULL) {
-        struct fdstate *f = rt->fdtab[fd];
-        if (fd_in_use(f))
-            fd_drop(f);
-    }
+    struct fdstate *f = rt != NULL ? fd_known(rt, fd) : NULL;
+    if (f != NULL && fd_in_use(f))
+        fd_drop(f);
     return close(fd);
 }
 
@@ -971,7 +1027,7 @@ int eco_fd_lock(int fd, int how)
     for (int dir = RD; dir <= WR; dir++) {
         if (!(how & (dir == RD ? ECO_RD : ECO_WR)))
             continue;
-        if (c.f->d[dir].owner == c.co) {
+        if (c.f->c[dir].owner == c.co) {
             errno = EDEADLK;
             return -1;
         }
@@ -1005,9 +1061,9 @@ int eco_fd_unlock(int fd, int how)
         return -1;
     }
     struct eco_rt *rt = co->rt;
-    struct fdstate *f = fd >= 0 && (size_t)fd < rt->fdtab_n ? rt->fdtab[fd] : NULL;
+    struct fdstate *f = fd_known(rt, fd);
     for (int dir = RD; dir <= WR; dir++) {
-        if ((how & (dir == RD ? ECO_RD : ECO_WR)) && (f == NULL || f->d[dir].owner != co)) {
+        if ((how & (dir == RD ? ECO_RD : ECO_WR)) && (f == NULL || f->c[dir].owner != co)) {
             errno = EPERM;
             return -1;
         }
@@ -1024,10 +1080,10 @@ int eco_fd_unlock(int fd, int how)
 void eco__fd_release(eco_t *co)
 {
     struct eco_rt *rt = co->rt;
-    for (size_t i = 0; i < rt->fdtab_n; i++) {
-        struct fdstate *f = rt->fdtab[i];
+    for (size_t i = 0; i < rt->fdchunk_n * ECO_FD_CHUNK; i++) {
+        struct fdstate *f = fd_known(rt, (int)i);
         for (int dir = RD; f != NULL && dir <= WR; dir++)
-            if (f->d[dir].owner == co)
+            if (f->c[dir].owner == co)
                 unlock_dir(f, dir);
     }
     co->fd_holds = 0;
