@@ -159,7 +159,7 @@ static void runq_push(struct eco_rt *rt, eco_t *co)
     }
 }
 
-static ECO_HOT void runq_cb(evutil_socket_t fd, short what, void *arg)
+static ECO_HOT(1) void runq_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct eco_rt *rt = arg;
     (void)fd;
@@ -191,7 +191,7 @@ static ECO_HOT void runq_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- parking ---- */
 
-ECO_HOT void eco__wake(eco_t *co, int reason)
+ECO_HOT(1) void eco__wake(eco_t *co, int reason)
 {
     if (co->state != ECO_S_PARKED || co->wake != ECO_WAKE_NONE)
         return;
@@ -199,7 +199,7 @@ ECO_HOT void eco__wake(eco_t *co, int reason)
     runq_push(co->rt, co);
 }
 
-ECO_HOT void eco__wake_now(eco_t *co, int reason)
+ECO_HOT(1) void eco__wake_now(eco_t *co, int reason)
 {
     struct eco_rt *rt = co->rt;
     if (co->state != ECO_S_PARKED || co->wake != ECO_WAKE_NONE)
@@ -228,7 +228,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     eco__wake_now(co, ECO_WAKE_TIMEOUT);
 }
 
-ECO_HOT int eco__park_slow(long timeout_ms)
+ECO_HOT(1) int eco__park_slow(long timeout_ms)
 {
     struct eco_rt *rt = eco__rt;
     eco_t *co = rt->current;

@@ -22,9 +22,9 @@
 
 #if defined(__aarch64__)
 
-        /* A page of its own for the code every round trip runs: this file
-         * is linked first and the C side's ECO_HOT functions follow. */
-        .section .text.hot,"ax",%progbits
+        /* The code every round trip runs starts a page here; the C side's
+         * ECO_HOT groups follow it (eco_internal.h). */
+        .section .text.sorted.eco0,"ax",%progbits
         .p2align 12
 
 /* int eco_ctx_switch(eco_t *from, eco_t *to)   x0 = from, x1 = to

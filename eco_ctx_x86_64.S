@@ -39,9 +39,9 @@
 #define ECO_ENDBR
 #endif
 
-        /* A page of its own for the code every round trip runs: this file
-         * is linked first and the C side's ECO_HOT functions follow. */
-        .section .text.hot,"ax",@progbits
+        /* The code every round trip runs starts a page here; the C side's
+         * ECO_HOT groups follow it (eco_internal.h). */
+        .section .text.sorted.eco0,"ax",@progbits
         .p2align 12
 
 /*

@@ -22,12 +22,16 @@ struct event_base;
 #define ECO_LIKELY(x) __builtin_expect(!!(x), 1)
 #define ECO_UNLIKELY(x) __builtin_expect(!!(x), 0)
 /* The code of a round trip (wake-up, read, write, park) sits together in
- * one page of .text.hot, after the switch (eco_ctx_*.S aligns it), and the
- * rare paths (ECO_COLD) elsewhere: where every system call flushes the TLB,
- * as on this project's machine, each page a round trip touches costs a page
- * walk (BENCHMARKS.md, "Pages per round trip").  A section, not the hot
- * attribute: that one changes code generation and grew eco_read's frame. */
-#define ECO_HOT __attribute__((section(".text.hot.eco")))
+ * one page, and the rare paths (ECO_COLD) elsewhere: where every system
+ * call flushes the TLB, as on this project's machine, each page a round
+ * trip touches costs a page walk (BENCHMARKS.md, "Pages per round trip").
+ * The linker sorts .text.sorted.* sections by name, whatever the order of
+ * the objects (shared library or static archive): group 0 is the switch
+ * (eco_ctx_*.S, which starts the page), 1 the wake-ups and parking, 2 the
+ * socket calls of a request-response server, 3 the other socket calls.
+ * A section, not the hot attribute: that one changes code generation and
+ * grew eco_read's frame. */
+#define ECO_HOT(group) __attribute__((section(".text.sorted.eco" #group)))
 #define ECO_COLD __attribute__((noinline, cold))
 
 /* Sanitizer and Valgrind support, chosen by CMake options. */

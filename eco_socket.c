@@ -333,7 +333,7 @@ ECO_INLINE void kick(struct fdstate *f, int dir, int now)
     pass_on(d, now);
 }
 
-static __attribute__((noinline)) ECO_HOT void pass_on(struct dir *d, int now)
+static __attribute__((noinline)) ECO_HOT(2) void pass_on(struct dir *d, int now)
 {
     eco_t *w = q_pop(&d->io);
     d->baton = 1;
@@ -355,7 +355,7 @@ ECO_INLINE void prefetch_head(const struct dir *d)
     __builtin_prefetch((const char *)d->head_sp - sizeof(void *));
 }
 
-static ECO_HOT void rd_cb(evutil_socket_t fd, short what, void *arg)
+static ECO_HOT(2) void rd_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct fdstate *f = arg;
     struct dir *d = &f->d[RD];
@@ -373,7 +373,7 @@ static ECO_HOT void rd_cb(evutil_socket_t fd, short what, void *arg)
     kick(f, RD, 1);
 }
 
-static ECO_HOT void wr_cb(evutil_socket_t fd, short what, void *arg)
+static ECO_HOT(2) void wr_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct fdstate *f = arg;
     struct dir *d = &f->d[WR];
@@ -797,19 +797,19 @@ ECO_INLINE ssize_t full_call(int fd, int dir, char *buf, size_t n)
     return full_slow(fd, dir, buf, n, done);
 }
 
-ECO_HOT ssize_t eco_read_full(int fd, void *buf, size_t n)
+ECO_HOT(2) ssize_t eco_read_full(int fd, void *buf, size_t n)
 {
     return full_call(fd, RD, buf, n);
 }
 
-ECO_HOT ssize_t eco_write_full(int fd, const void *buf, size_t n)
+ECO_HOT(2) ssize_t eco_write_full(int fd, const void *buf, size_t n)
 {
     return full_call(fd, WR, (char *)buf, n);
 }
 
 /* ---- the wrappers ---- */
 
-ECO_HOT ssize_t eco_read(int fd, void *buf, size_t len)
+ECO_HOT(2) ssize_t eco_read(int fd, void *buf, size_t len)
 {
     if (bad_buf(buf, len))
         return -1;
@@ -825,7 +825,7 @@ ssize_t eco_readv(int fd, const struct iovec *iov, int iovcnt)
     return io_call(fd, RD, &o, iov_total(iov, iovcnt), 0);
 }
 
-ECO_HOT ssize_t eco_recv(int fd, void *buf, size_t len, int flags)
+ECO_HOT(3) ssize_t eco_recv(int fd, void *buf, size_t len, int flags)
 {
     if (bad_buf(buf, len))
         return -1;
@@ -858,7 +858,7 @@ ssize_t eco_recvmsg(int fd, struct msghdr *msg, int flags)
     return io_call(fd, RD, &o, want, 0);
 }
 
-ECO_HOT ssize_t eco_write(int fd, const void *buf, size_t len)
+ECO_HOT(3) ssize_t eco_write(int fd, const void *buf, size_t len)
 {
     if (bad_buf(buf, len))
         return -1;
@@ -874,7 +874,7 @@ ssize_t eco_writev(int fd, const struct iovec *iov, int iovcnt)
     return io_call(fd, WR, &o, iov_total(iov, iovcnt), 0);
 }
 
-ECO_HOT ssize_t eco_send(int fd, const void *buf, size_t len, int flags)
+ECO_HOT(3) ssize_t eco_send(int fd, const void *buf, size_t len, int flags)
 {
     if (bad_buf(buf, len))
         return -1;
