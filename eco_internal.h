@@ -29,8 +29,8 @@ struct event_base;
  * the objects (shared library or static archive): group 0 is the switch
  * (eco_ctx_*.S, which starts the page), 1 the wake-ups and parking, 2 the
  * socket calls of a request-response server, 3 the other socket calls.
- * A section, not the hot attribute: that one changes code generation and
- * grew eco_read's frame. */
+ * Not the hot attribute: its .text.hot keeps the objects' order, which a
+ * static link changes. */
 #define ECO_HOT(group) __attribute__((section(".text.sorted.eco" #group)))
 #define ECO_COLD __attribute__((noinline, cold))
 
