@@ -1092,6 +1092,89 @@ START_TEST(returning_releases_held_directions)
 }
 END_TEST
 
+/* ---- fds past the runtime's inline chunk table ----
+ * Fds from 2048 on have their chunk pointers in a table of their own, which
+ * the first such fd creates by moving the runtime's inline ones: a call
+ * parked on a low fd meanwhile must still be woken, a low fd keep its
+ * timeout, and a direction held on a high fd still be released when its
+ * holder returns. */
+
+static int hf_lo[2], hf_hi[2], hf_low_done, hf_high_done, hf_locked;
+
+/* A copy of fd at a number of at least min; the original is closed. */
+static int move_up(int fd, int min)
+{
+    int high = fcntl(fd, F_DUPFD_CLOEXEC, min);
+    ck_assert_int_ge(high, min);
+    ck_assert_int_eq(close(fd), 0);
+    return high;
+}
+
+static void *hf_low_reader(void *arg)
+{
+    (void)arg;
+    char b[4];
+    ck_assert_int_eq(eco_read(hf_lo[0], b, sizeof b), 2); /* parks first */
+    ck_assert_int_eq(memcmp(b, "ok", 2), 0);
+    hf_low_done = 1;
+    return NULL;
+}
+
+static void *hf_high_user(void *arg)
+{
+    (void)arg;
+    char b[4];
+    ck_assert_int_eq(eco_write(hf_hi[1], "hi", 2), 2);
+    ck_assert_int_eq(eco_read(hf_hi[0], b, sizeof b), 2);
+    ck_assert_int_eq(memcmp(b, "hi", 2), 0);
+    ck_assert_int_eq(eco_fd_lock(hf_hi[0], ECO_RD), 0);
+    eco_sleep(0); /* hf_locker queues for the direction */
+    ck_assert_int_eq(eco_write(hf_lo[1], "ok", 2), 2);
+    /* A low fd's settings from before the move are still there. */
+    ck_assert_int_eq(eco_read(hf_lo[1], b, sizeof b), -1);
+    ck_assert_int_eq(errno, ETIMEDOUT);
+    hf_high_done = 1;
+    return NULL; /* still holding hf_hi[0] for reading */
+}
+
+static void *hf_locker(void *arg)
+{
+    (void)arg;
+    ck_assert_int_eq(eco_fd_lock(hf_hi[0], ECO_RD), 0);
+    ck_assert_int_eq(hf_high_done, 1);
+    hf_locked = 1;
+    ck_assert_int_eq(eco_fd_unlock(hf_hi[0], ECO_RD), 0);
+    return NULL;
+}
+
+START_TEST(fds_past_the_inline_table)
+{
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    if (rl.rlim_cur < 3100 && rl.rlim_max >= 3100) {
+        rl.rlim_cur = 3100;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    ck_assert_msg(rl.rlim_cur >= 3100, "need 3100 fds, have %lu", (unsigned long)rl.rlim_cur);
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, hf_lo), 0);
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, hf_hi), 0);
+    hf_hi[0] = move_up(hf_hi[0], 3000);
+    hf_hi[1] = move_up(hf_hi[1], 3050);
+    hf_low_done = hf_high_done = hf_locked = 0;
+    ck_assert_int_eq(eco_fd_timeout(hf_lo[1], ECO_RD, 50), 0);
+    ck_assert_int_eq(eco_go(hf_low_reader, NULL), 0);
+    ck_assert_int_eq(eco_go(hf_high_user, NULL), 0);
+    ck_assert_int_eq(eco_go(hf_locker, NULL), 0);
+    ck_assert_int_eq(eco_loop(), 0);
+    ck_assert_int_eq(hf_low_done, 1);
+    ck_assert_int_eq(hf_locked, 1);
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(eco_close(hf_lo[i]), 0);
+        ck_assert_int_eq(eco_close(hf_hi[i]), 0);
+    }
+}
+END_TEST
+
 /* ---- shared backend connections with pipelining ----
  * A plain-thread server answers frames [len u32][co u32][seq u32][fill]
  * with a reply of another, variable length.  200 coroutines share 2
@@ -1288,6 +1371,7 @@ int main(void)
     tcase_add_test(tc, bad_input_is_refused);
     tcase_add_test(tc, held_direction_keeps_others_out);
     tcase_add_test(tc, returning_releases_held_directions);
+    tcase_add_test(tc, fds_past_the_inline_table);
     tcase_add_test(tc, shared_backend_pipelining);
     suite_add_tcase(s, tc);
 
