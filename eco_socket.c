@@ -193,6 +193,23 @@ static struct fdstate *fd_known(const struct eco_rt *rt, int fd)
     return f != NULL && f->rt != NULL ? f : NULL;
 }
 
+/* The next entry libeco has set up, from fd *pos on (skipping chunks
+ * never made), or NULL at the end; *pos moves past it. */
+static struct fdstate *fd_next(const struct eco_rt *rt, size_t *pos)
+{
+    while (*pos < rt->fdchunk_n * ECO_FD_CHUNK) {
+        size_t i = *pos / ECO_FD_CHUNK;
+        if (rt->fdchunk[i] == NULL) {
+            *pos = (i + 1) * ECO_FD_CHUNK;
+            continue;
+        }
+        struct fdstate *f = fd_at(rt, (int)(*pos)++);
+        if (f->rt != NULL)
+            return f;
+    }
+    return NULL;
+}
+
 /* Room in the chunk table for chunk i.  0, or -1 with errno. */
 static int chunks_reach(struct eco_rt *rt, size_t i)
 {
@@ -303,15 +320,14 @@ static void fd_fresh(struct eco_rt *rt, int fd, int stream)
 
 void eco__fd_teardown(struct eco_rt *rt)
 {
-    for (size_t i = 0; i < rt->fdchunk_n; i++) {
-        for (size_t j = 0; rt->fdchunk[i] != NULL && j < ECO_FD_CHUNK; j++) {
-            struct fdstate *f = fd_at(rt, (int)(i * ECO_FD_CHUNK + j));
-            for (int d = 0; f->rt != NULL && d < 2; d++)
-                if (f->d[d].armed)
-                    event_del(f->c[d].ev);
-        }
+    size_t pos = 0;
+    struct fdstate *f;
+    while ((f = fd_next(rt, &pos)) != NULL)
+        for (int d = 0; d < 2; d++)
+            if (f->d[d].armed)
+                event_del(f->c[d].ev);
+    for (size_t i = 0; i < rt->fdchunk_n; i++)
         free(rt->fdchunk[i]);
-    }
     if (rt->fdchunk != rt->fdchunk_inline)
         free(rt->fdchunk);
     rt->fdchunk = rt->fdchunk_inline;
@@ -1079,12 +1095,11 @@ int eco_fd_unlock(int fd, int how)
 
 void eco__fd_release(eco_t *co)
 {
-    struct eco_rt *rt = co->rt;
-    for (size_t i = 0; i < rt->fdchunk_n * ECO_FD_CHUNK; i++) {
-        struct fdstate *f = fd_known(rt, (int)i);
-        for (int dir = RD; f != NULL && dir <= WR; dir++)
+    size_t pos = 0;
+    struct fdstate *f;
+    while ((f = fd_next(co->rt, &pos)) != NULL)
+        for (int dir = RD; dir <= WR; dir++)
             if (f->c[dir].owner == co)
                 unlock_dir(f, dir);
-    }
     co->fd_holds = 0;
 }
