@@ -495,8 +495,8 @@ static __attribute__((noinline, cold)) int fail_eperm(void)
     return -1;
 }
 
-/* eco_yield in a coroutine the runtime resumed: nobody to return to, so it
- * takes a turn at the back of the run queue. */
+/* Takes a turn at the back of the run queue: eco_yield in a coroutine the
+ * runtime resumed (nobody to return to), and eco_sleep(0). */
 static __attribute__((noinline)) int yield_to_loop(struct eco_rt *rt, eco_t *co)
 {
     co->state = ECO_S_PARKED;
@@ -821,13 +821,8 @@ int eco_sleep(long ms)
         errno = EINVAL;
         return -1;
     }
-    if (ms == 0) {
-        co->state = ECO_S_PARKED;
-        co->wake = ECO_WAKE_RUN;
-        runq_push(co->rt, co);
-        eco__switch_back(co->rt, co);
-        return 0;
-    }
+    if (ms == 0)
+        return yield_to_loop(co->rt, co);
     eco__park(ms);
     return 0;
 }

@@ -10,7 +10,6 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -355,13 +354,7 @@ static void *idle_opener(void *arg)
 
 START_TEST(idle_clients_do_not_hold_up_busy_ones)
 {
-    struct rlimit rl;
-    getrlimit(RLIMIT_NOFILE, &rl);
-    if (rl.rlim_cur < 1100 && rl.rlim_max >= 1100) {
-        rl.rlim_cur = 1100;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
-    ck_assert_msg(rl.rlim_cur >= 1100, "need 1100 fds");
+    need_fds(1100);
     busy_done = 0;
     ck_assert_int_eq(eco_go(idle_opener, NULL), 0);
     ck_assert_int_eq(eco_loop(), 0);

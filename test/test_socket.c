@@ -11,7 +11,6 @@
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -675,13 +674,7 @@ static void *many_client(void *arg)
 START_TEST(thousand_connections_echo)
 {
     int n = 1000;
-    struct rlimit rl;
-    getrlimit(RLIMIT_NOFILE, &rl);
-    if (rl.rlim_cur < 2100 && rl.rlim_max >= 2100) {
-        rl.rlim_cur = 2100;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
-    ck_assert_msg(rl.rlim_cur >= 2100, "need 2100 fds, have %lu", (unsigned long)rl.rlim_cur);
+    need_fds(2100);
     struct acceptor a = {.conns = n};
     struct client *cs = calloc((size_t)n, sizeof *cs);
     int port;
@@ -1149,13 +1142,7 @@ static void *hf_locker(void *arg)
 
 START_TEST(fds_past_the_inline_table)
 {
-    struct rlimit rl;
-    getrlimit(RLIMIT_NOFILE, &rl);
-    if (rl.rlim_cur < 3100 && rl.rlim_max >= 3100) {
-        rl.rlim_cur = 3100;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
-    ck_assert_msg(rl.rlim_cur >= 3100, "need 3100 fds, have %lu", (unsigned long)rl.rlim_cur);
+    need_fds(3100);
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, hf_lo), 0);
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, hf_hi), 0);
     hf_hi[0] = move_up(hf_hi[0], 3000);

@@ -4,6 +4,7 @@
 
 #include <check.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 
 #include "eco.h"
 
@@ -36,6 +37,20 @@ static inline TCase *rt_tcase(const char *name)
     tcase_add_checked_fixture(tc, rt_up, rt_down);
     tcase_set_timeout(tc, 60);
     return tc;
+}
+
+/* Raises the soft limit on open fds to n if the hard one allows; fails
+ * the test if the process cannot have n fds. */
+static inline void need_fds(rlim_t n)
+{
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    if (rl.rlim_cur < n && rl.rlim_max >= n) {
+        rl.rlim_cur = n;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    ck_assert_msg(rl.rlim_cur >= n, "need %lu fds, have %lu", (unsigned long)n,
+                  (unsigned long)rl.rlim_cur);
 }
 
 #endif
