@@ -7,14 +7,14 @@
 # 8-byte messages (checked), for N = 2, 4, ... 1024.  For every N the two
 # sides run ROUNDS times (default 5), interleaved and alternating which goes
 # first; the table shows medians of round trips/s and of the server's (or
-# proxy's) CPU time per round trip (user+system from /proc), and the ratios
-# libeco / libevent, and the median of each round's own CPU ratio (the
-# steadier figure on a noisy machine).  SECONDS_PER_RUN (default 2) sets
-# each run's length, NS="2 4 ..." the connection counts.  PIN=1 (the
-# default on two or more CPUs) runs the servers and proxies on CPU 1, the
-# load generator and the proxies' backend (its own raw_echo_server) on
-# CPU 0: unpinned, where the scheduler puts the processes moves the figures
-# by more than the differences measured.
+# proxy's) CPU time per round trip (on-CPU time from /proc/PID/schedstat),
+# and the ratios libeco / libevent, and the median of each round's own CPU
+# ratio (the steadier figure on a noisy machine).  SECONDS_PER_RUN
+# (default 2) sets each run's length, NS="2 4 ..." the connection counts.
+# PIN=1 (the default on two or more CPUs) runs the servers and proxies on
+# CPU 1, the load generator and the proxies' backend (its own
+# raw_echo_server) on CPU 0: unpinned, where the scheduler puts the
+# processes moves the figures by more than the differences measured.
 set -eu
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
@@ -31,7 +31,6 @@ cmake -S . -B "$B" -DECO_BUILD_BENCH=ON -DECO_BUILD_TESTS=OFF -DECO_BUILD_SAMPLE
 cmake --build "$B" -j "$JOBS" >>"$B.log" 2>&1 || { tail -50 "$B.log"; exit 1; }
 
 ulimit -n 8192 2>/dev/null || true
-TICK=$(getconf CLK_TCK)
 # Below the ephemeral range (32768 up), where a client socket may sit.
 BASE=$((20000 + $$ % 12000))
 P_ECO=$BASE P_RAW=$((BASE + 1)) P_ECOPROXY=$((BASE + 2)) P_RAWPROXY=$((BASE + 3))
@@ -64,18 +63,20 @@ start back $LOAD "$B/bench/raw_echo_server" "$P_BACK"
 start ecoproxy $SRV "$B/sample/tcp_proxy" --listen "$P_ECOPROXY" --backend "127.0.0.1:$P_BACK"
 start rawproxy $SRV "$B/bench/raw_proxy" "$P_RAWPROXY" "$P_BACK"
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# On-CPU nanoseconds (user and system): /proc/PID/stat's ticks are 10 ms,
+# a few per cent of a 2 s run.
+oncpu_ns() { awk '{print $1}' "/proc/$1/schedstat"; }
 
 RAW=$B/socket-raw.txt
 : >"$RAW"
 one() { # kind side port pid n: one loadgen run, appends "kind side n rate cpu_us_per_trip"
-    c0=$(cpu_ticks "$4")
+    c0=$(oncpu_ns "$4")
     out=$($LOAD "$B/bench/loadgen" "$3" "$5" "$SECS") || { echo "loadgen failed: $out" >&2; exit 1; }
-    c1=$(cpu_ticks "$4")
-    echo "$out" | awk -v k="$1" -v s="$2" -v n="$5" -v dc=$((c1 - c0)) -v tick="$TICK" '
+    c1=$(oncpu_ns "$4")
+    echo "$out" | awk -v k="$1" -v s="$2" -v n="$5" -v dc=$((c1 - c0)) '
         { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
         END { printf "%s %s %s %s %.3f\n", k, s, n, v["round_trips_per_s"],
-              dc * 1e6 / tick / (v["trips"] > 0 ? v["trips"] : 1) }' >>"$RAW"
+              dc / 1000 / (v["trips"] > 0 ? v["trips"] : 1) }' >>"$RAW"
 }
 
 for n in $NS; do
