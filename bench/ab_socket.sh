@@ -30,6 +30,10 @@ ROUNDS=${ROUNDS:-16}
 SECS=${SECONDS_PER_RUN:-2}
 NS=${NS:-"64 1024"}
 KIND=${KIND:-server}
+case $KIND in
+server | proxy) ;;
+*) echo "ab_socket.sh: KIND must be server or proxy" >&2; exit 2 ;;
+esac
 B_DIR=build-bench-net
 JOBS=$(nproc 2>/dev/null || echo 2)
 [ "$JOBS" -ge 2 ] || { echo "ab_socket.sh: needs two CPUs" >&2; exit 1; }
@@ -60,27 +64,22 @@ start() { # name cpu command...: starts a server, waits for its "listening" line
         sleep 0.05
     done
 }
+start_side() { # side binary port: with the arguments that program takes
+    case $KIND:$2 in
+    proxy:*raw_proxy) start "$1" 1 "$2" "$3" "$P_BACK" ;;
+    proxy:*) start "$1" 1 "$2" --listen "$3" --backend "127.0.0.1:$P_BACK" ;;
+    *:*raw_echo_server) start "$1" 1 "$2" "$3" ;;
+    *) start "$1" 1 "$2" --port "$3" ;;
+    esac
+}
 if [ "$KIND" = proxy ]; then
     A=${A:-$B_DIR/sample/tcp_proxy} B=${B:-$B_DIR/bench/raw_proxy}
     start back 0 "$B_DIR/bench/raw_echo_server" "$P_BACK"
-    # The two proxies take different arguments: tell them by name.
-    for side in A B; do
-        eval "bin=\$$side port=\$P_$side"
-        case $bin in
-        *raw_proxy) start "$side" 1 "$bin" "$port" "$P_BACK" ;;
-        *) start "$side" 1 "$bin" --listen "$port" --backend "127.0.0.1:$P_BACK" ;;
-        esac
-    done
 else
     A=${A:-$B_DIR/sample/echo_server} B=${B:-$B_DIR/bench/raw_echo_server}
-    for side in A B; do
-        eval "bin=\$$side port=\$P_$side"
-        case $bin in
-        *raw_echo_server) start "$side" 1 "$bin" "$port" ;;
-        *) start "$side" 1 "$bin" --port "$port" ;;
-        esac
-    done
 fi
+start_side A "$A" "$P_A"
+start_side B "$B" "$P_B"
 
 oncpu_ns() { awk '{print $1}' "/proc/$1/schedstat"; }
 trips() { tr ' ' '\n' <"$1" | awk -F= '$1 == "trips" { print $2 }'; }
