@@ -15,8 +15,10 @@
 # backend on CPU 0.  Per round, each side's CPU time per round trip
 # (on-CPU nanoseconds from /proc/PID/schedstat over its trips) and the
 # ratio A / B; per N, the median of the per-round ratios with its quartiles
-# and range.  ROUNDS (default 16) rounds of SECONDS_PER_RUN (default 2) s,
-# NS (default "64 1024") connection counts.
+# and range (which load generator starts first alternates).  ROUNDS
+# (default 16) rounds of SECONDS_PER_RUN (default 2) s, NS (default
+# "64 1024") connection counts; A and B may be relative to the directory
+# the script is started from.
 #
 # Why at the same time: run one after the other, the host's other load
 # moved the per-round ratio of two servers from 0.81 to 1.61 within
@@ -25,6 +27,10 @@
 # sides share CPU 1's caches, so the absolute figures are not those of a
 # server alone; the ratio is what this is for.
 set -eu
+# A and B as given, relative to where the script was started.
+abspath() { case $1 in /*) echo "$1" ;; *) echo "$(pwd)/$1" ;; esac; }
+[ -z "${A:-}" ] || A=$(abspath "$A")
+[ -z "${B:-}" ] || B=$(abspath "$B")
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-16}
 SECS=${SECONDS_PER_RUN:-2}
@@ -95,10 +101,18 @@ for n in $NS; do
     while [ "$r" -le "$ROUNDS" ]; do
         echo "== N=$n round $r/$ROUNDS" >&2
         a0=$(oncpu_ns "$PID_A") b0=$(oncpu_ns "$PID_B")
-        taskset -c 0 "$B_DIR/bench/loadgen" "$P_A" "$n" "$SECS" >"$B_DIR/ab-lg-A.txt" &
-        la=$!
-        taskset -c 0 "$B_DIR/bench/loadgen" "$P_B" "$n" "$SECS" >"$B_DIR/ab-lg-B.txt" &
-        lb=$!
+        # Alternate which load generator starts first.
+        if [ $((r % 2)) -eq 1 ]; then
+            taskset -c 0 "$B_DIR/bench/loadgen" "$P_A" "$n" "$SECS" >"$B_DIR/ab-lg-A.txt" &
+            la=$!
+            taskset -c 0 "$B_DIR/bench/loadgen" "$P_B" "$n" "$SECS" >"$B_DIR/ab-lg-B.txt" &
+            lb=$!
+        else
+            taskset -c 0 "$B_DIR/bench/loadgen" "$P_B" "$n" "$SECS" >"$B_DIR/ab-lg-B.txt" &
+            lb=$!
+            taskset -c 0 "$B_DIR/bench/loadgen" "$P_A" "$n" "$SECS" >"$B_DIR/ab-lg-A.txt" &
+            la=$!
+        fi
         wait $la || { echo "loadgen A failed" >&2; exit 1; }
         wait $lb || { echo "loadgen B failed" >&2; exit 1; }
         a1=$(oncpu_ns "$PID_A") b1=$(oncpu_ns "$PID_B")
