@@ -149,6 +149,9 @@ struct eco_rt {
     struct event *runq_ev;
     int runq_armed;        /* runq_ev is active or scheduled */
     int runq_budget;       /* resumes left before the loop polls for I/O */
+    void *last_write;      /* fd entry of this thread's latest write-side
+                              call: a reader parking next notes it as its
+                              entry's peer (eco_socket.c) */
 
     /* Pool of finished default-size stacks (linked through ->next). */
     eco_t *pool;

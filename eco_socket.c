@@ -79,12 +79,15 @@ struct dir_cold {
  */
 struct fdstate {
     struct dir d[2];
-    int fd;
     unsigned gen;          /* bumped when the fd is closed: parked calls see it */
     unsigned char open;    /* checked and made nonblocking since the last close */
     unsigned char stream;  /* short transfers say drained / full */
     unsigned char sock;    /* a socket: writes use MSG_NOSIGNAL */
+    /* The entry the head reader wrote to last before it parked, if not
+     * this one (a proxy's other fd), or NULL: the wake-up prefetches it. */
+    struct fdstate *peer;
     _Alignas(64) struct eco_rt *rt;
+    int fd;                /* for arm(); the calls carry theirs (struct op) */
     struct dir_cold c[2];
 };
 _Static_assert(offsetof(struct fdstate, rt) == 64, "the hot part is one cache line");
@@ -175,6 +178,7 @@ static void fd_drop(struct fdstate *f)
         dir_reset(f, i);
     }
     f->open = 0;
+    f->peer = NULL;
 }
 
 /* fd's entry if its chunk exists (the entry may be unused: rt == NULL). */
@@ -371,6 +375,15 @@ ECO_INLINE void prefetch_head(const struct dir *d)
     __builtin_prefetch((const char *)d->head_sp - sizeof(void *));
 }
 
+/* A reader that writes what it reads on to another fd, as a proxy does,
+ * next touches that fd's entry: fetch it with the waiter's lines, not
+ * after the switch.  peer is a hint; a stale one costs a prefetch. */
+ECO_INLINE void prefetch_peer(const struct fdstate *f)
+{
+    if (f->peer != NULL)
+        __builtin_prefetch(f->peer);
+}
+
 static ECO_HOT(2) void rd_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct fdstate *f = arg;
@@ -378,6 +391,7 @@ static ECO_HOT(2) void rd_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     prefetch_head(d);
+    prefetch_peer(f);
     d->ready = 1;
     if (d->io.head == NULL && !d->baton) {
         /* Nobody reads now: stop the level-triggered event from firing on
@@ -460,8 +474,13 @@ ECO_INLINE int io_wait(struct call *c, int front, int timed)
         }
     }
     eco_t *w = c->co;
-    if (front || d->io.head == NULL)
+    if (front || d->io.head == NULL) {
         d->head_sp = eco__sp();
+        if (c->dir == RD) {
+            struct fdstate *p = eco__rt->last_write;
+            f->peer = p != f ? p : NULL;
+        }
+    }
     q_push(&d->io, w, front);
     kick(f, c->dir, 0);
     int why = eco__park(t);
@@ -531,6 +550,7 @@ enum op_kind {
 };
 
 struct op {
+    int fd;
     enum op_kind kind;
     void *buf;
     size_t len;
@@ -545,7 +565,7 @@ struct op {
 
 ECO_INLINE ssize_t do_op(struct fdstate *f, const struct op *o)
 {
-    int fd = f->fd;
+    int fd = o->fd;
     switch (o->kind) {
     case OP_READ:
         return read(fd, o->buf, o->len);
@@ -627,7 +647,7 @@ ECO_INLINE ssize_t run_op(struct call *c, const struct op *o, size_t want, int w
         d = &f->d[c->dir];
         woken = 1;
         if (fast && ECO_UNLIKELY(d->timed))
-            return io_slow(f->fd, o->kind, o->buf, o->len, o->flags, 1);
+            return io_slow(o->fd, o->kind, o->buf, o->len, o->flags, 1);
     }
     kick(f, c->dir, 0);
     return n;
@@ -644,6 +664,8 @@ ECO_INLINE int call_start(struct call *c, int fd, int dir)
     struct fdstate *f = fd_get(co->rt, fd);
     if (ECO_UNLIKELY(f == NULL))
         return -1;
+    if (dir == WR)
+        co->rt->last_write = f;
     c->co = co;
     c->f = f;
     c->gen = f->gen;
@@ -664,7 +686,7 @@ ECO_INLINE ssize_t call_run(struct call *c, const struct op *o, size_t want, int
             return run_op(c, o, want, woken, 1);
     }
     if (fast)
-        return io_slow(c->f->fd, o->kind, o->buf, o->len, o->flags, woken);
+        return io_slow(o->fd, o->kind, o->buf, o->len, o->flags, woken);
     /* Through a copy: lock_dir is out of line, and c's address passed to
      * it would keep the whole call in memory (see remaining). */
     struct call tmp = *c;
@@ -710,7 +732,7 @@ static int recv_drains(int flags)
 static __attribute__((noinline)) ssize_t io_slow(int fd, enum op_kind kind, void *buf, size_t len,
                                                  int flags, int woken)
 {
-    struct op o = {.kind = kind, .buf = buf, .len = len, .flags = flags};
+    struct op o = {.fd = fd, .kind = kind, .buf = buf, .len = len, .flags = flags};
     int dir = kind == OP_READ || kind == OP_RECV ? RD : WR;
     struct call c;
     if (call_start(&c, fd, dir) < 0)
@@ -763,7 +785,7 @@ static ECO_COLD ssize_t full_slow(int fd, int dir, char *buf, size_t n, size_t d
     }
     int err = 0;
     while (done < n) {
-        struct op o = {.kind = dir == RD ? OP_READ : OP_WRITE, .buf = buf + done,
+        struct op o = {.fd = fd, .kind = dir == RD ? OP_READ : OP_WRITE, .buf = buf + done,
                        .len = n - done};
         ssize_t k = run_op(&c, &o, n - done, 0, 0);
         if (k < 0) {
@@ -797,7 +819,7 @@ ECO_INLINE ssize_t full_call(int fd, int dir, char *buf, size_t n)
     struct dir *d = &c.f->d[dir];
     size_t done = 0;
     if (!d->held && d->ready && d->io.head == NULL && n > 0) {
-        struct op o = {.kind = dir == RD ? OP_READ : OP_WRITE, .buf = buf, .len = n};
+        struct op o = {.fd = fd, .kind = dir == RD ? OP_READ : OP_WRITE, .buf = buf, .len = n};
         ssize_t k = try_op(c.f, d, &o, n);
         if (k == (ssize_t)n)
             return k; /* errno as it was: setting it is a call into libc */
@@ -829,7 +851,7 @@ ECO_HOT(2) ssize_t eco_read(int fd, void *buf, size_t len)
 {
     if (bad_buf(buf, len))
         return -1;
-    struct op o = {.kind = OP_READ, .buf = buf, .len = len};
+    struct op o = {.fd = fd, .kind = OP_READ, .buf = buf, .len = len};
     return io_call(fd, RD, &o, len, 1);
 }
 
@@ -837,7 +859,7 @@ ssize_t eco_readv(int fd, const struct iovec *iov, int iovcnt)
 {
     if (bad_iov(iov, iovcnt))
         return -1;
-    struct op o = {.kind = OP_READV, .iov = iov, .iovcnt = iovcnt};
+    struct op o = {.fd = fd, .kind = OP_READV, .iov = iov, .iovcnt = iovcnt};
     return io_call(fd, RD, &o, iov_total(iov, iovcnt), 0);
 }
 
@@ -845,7 +867,7 @@ ECO_HOT(3) ssize_t eco_recv(int fd, void *buf, size_t len, int flags)
 {
     if (bad_buf(buf, len))
         return -1;
-    struct op o = {.kind = OP_RECV, .buf = buf, .len = len, .flags = flags};
+    struct op o = {.fd = fd, .kind = OP_RECV, .buf = buf, .len = len, .flags = flags};
     return io_call(fd, RD, &o, recv_drains(flags) ? len : 0, 1);
 }
 
@@ -858,7 +880,7 @@ ssize_t eco_recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *
         errno = EFAULT;
         return -1;
     }
-    struct op o = {.kind = OP_RECVFROM, .buf = buf, .len = len, .flags = flags,
+    struct op o = {.fd = fd, .kind = OP_RECVFROM, .buf = buf, .len = len, .flags = flags,
                    .addr = addr, .addrlen = addrlen};
     return io_call(fd, RD, &o, recv_drains(flags) ? len : 0, 0);
 }
@@ -869,7 +891,7 @@ ssize_t eco_recvmsg(int fd, struct msghdr *msg, int flags)
         errno = EFAULT;
         return -1;
     }
-    struct op o = {.kind = OP_RECVMSG, .msg = msg, .flags = flags};
+    struct op o = {.fd = fd, .kind = OP_RECVMSG, .msg = msg, .flags = flags};
     size_t want = recv_drains(flags) ? iov_total(msg->msg_iov, (int)msg->msg_iovlen) : 0;
     return io_call(fd, RD, &o, want, 0);
 }
@@ -878,7 +900,7 @@ ECO_HOT(3) ssize_t eco_write(int fd, const void *buf, size_t len)
 {
     if (bad_buf(buf, len))
         return -1;
-    struct op o = {.kind = OP_WRITE, .buf = (void *)buf, .len = len};
+    struct op o = {.fd = fd, .kind = OP_WRITE, .buf = (void *)buf, .len = len};
     return io_call(fd, WR, &o, len, 1);
 }
 
@@ -886,7 +908,7 @@ ssize_t eco_writev(int fd, const struct iovec *iov, int iovcnt)
 {
     if (bad_iov(iov, iovcnt))
         return -1;
-    struct op o = {.kind = OP_WRITEV, .iov = iov, .iovcnt = iovcnt};
+    struct op o = {.fd = fd, .kind = OP_WRITEV, .iov = iov, .iovcnt = iovcnt};
     return io_call(fd, WR, &o, iov_total(iov, iovcnt), 0);
 }
 
@@ -894,7 +916,7 @@ ECO_HOT(3) ssize_t eco_send(int fd, const void *buf, size_t len, int flags)
 {
     if (bad_buf(buf, len))
         return -1;
-    struct op o = {.kind = OP_SEND, .buf = (void *)buf, .len = len, .flags = flags};
+    struct op o = {.fd = fd, .kind = OP_SEND, .buf = (void *)buf, .len = len, .flags = flags};
     return io_call(fd, WR, &o, len, 1);
 }
 
@@ -903,7 +925,7 @@ ssize_t eco_sendto(int fd, const void *buf, size_t len, int flags, const struct 
 {
     if (bad_buf(buf, len))
         return -1;
-    struct op o = {.kind = OP_SENDTO, .buf = (void *)buf, .len = len, .flags = flags,
+    struct op o = {.fd = fd, .kind = OP_SENDTO, .buf = (void *)buf, .len = len, .flags = flags,
                    .addr = (struct sockaddr *)addr, .tolen = addrlen};
     return io_call(fd, WR, &o, len, 0);
 }
@@ -914,7 +936,7 @@ ssize_t eco_sendmsg(int fd, const struct msghdr *msg, int flags)
         errno = EFAULT;
         return -1;
     }
-    struct op o = {.kind = OP_SENDMSG, .msg = (struct msghdr *)msg, .flags = flags};
+    struct op o = {.fd = fd, .kind = OP_SENDMSG, .msg = (struct msghdr *)msg, .flags = flags};
     return io_call(fd, WR, &o, iov_total(msg->msg_iov, (int)msg->msg_iovlen), 0);
 }
 
@@ -924,7 +946,7 @@ int eco_accept(int fd, struct sockaddr *addr, socklen_t *addrlen)
         errno = EFAULT;
         return -1;
     }
-    struct op o = {.kind = OP_ACCEPT, .addr = addr, .addrlen = addrlen};
+    struct op o = {.fd = fd, .kind = OP_ACCEPT, .addr = addr, .addrlen = addrlen};
     struct call c;
     if (call_start(&c, fd, RD) < 0)
         return -1;
