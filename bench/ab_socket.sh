@@ -58,36 +58,25 @@ PIDS=""
 cleanup() { [ -z "$PIDS" ] || kill $PIDS 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
-start() { # name cpu command...: starts a server, waits for its "listening" line
-    name=$1 cpu=$2; shift 2
-    taskset -c "$cpu" "$@" >"$B_DIR/ab-$name.out" 2>&1 &
-    PIDS="$PIDS $!"
-    eval "PID_$name=$!"
-    i=0
-    until grep -q listening "$B_DIR/ab-$name.out" 2>/dev/null; do
-        i=$((i + 1))
-        [ $i -lt 100 ] || { echo "$name did not start:" >&2; cat "$B_DIR/ab-$name.out" >&2; exit 1; }
-        sleep 0.05
-    done
-}
+OUT=$B_DIR
+. bench/servers.sh
 start_side() { # side binary port: with the arguments that program takes
     case $KIND:$2 in
-    proxy:*raw_proxy) start "$1" 1 "$2" "$3" "$P_BACK" ;;
-    proxy:*) start "$1" 1 "$2" --listen "$3" --backend "127.0.0.1:$P_BACK" ;;
-    *:*raw_echo_server) start "$1" 1 "$2" "$3" ;;
-    *) start "$1" 1 "$2" --port "$3" ;;
+    proxy:*raw_proxy) start "$1" taskset -c 1 "$2" "$3" "$P_BACK" ;;
+    proxy:*) start "$1" taskset -c 1 "$2" --listen "$3" --backend "127.0.0.1:$P_BACK" ;;
+    *:*raw_echo_server) start "$1" taskset -c 1 "$2" "$3" ;;
+    *) start "$1" taskset -c 1 "$2" --port "$3" ;;
     esac
 }
 if [ "$KIND" = proxy ]; then
     A=${A:-$B_DIR/sample/tcp_proxy} B=${B:-$B_DIR/bench/raw_proxy}
-    start back 0 "$B_DIR/bench/raw_echo_server" "$P_BACK"
+    start back taskset -c 0 "$B_DIR/bench/raw_echo_server" "$P_BACK"
 else
     A=${A:-$B_DIR/sample/echo_server} B=${B:-$B_DIR/bench/raw_echo_server}
 fi
 start_side A "$A" "$P_A"
 start_side B "$B" "$P_B"
 
-oncpu_ns() { awk '{print $1}' "/proc/$1/schedstat"; }
 trips() { tr ' ' '\n' <"$1" | awk -F= '$1 == "trips" { print $2 }'; }
 
 echo "Machine: $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $JOBS cores; $(date -u '+%Y-%m-%d %H:%M UTC')"

@@ -90,7 +90,7 @@ PID_NC=$!
 PIDS="$PIDS $!"
 wait_port "$P_NC" nutcracker "$TMP/nutcracker.log"
 
-oncpu_ns() { awk '{print $1}' "/proc/$1/schedstat"; }
+. bench/servers.sh # oncpu_ns
 # Busy and total time of the whole machine, in ms, from /proc/stat.
 machine_ms() { awk -v t="$(getconf CLK_TCK)" '/^cpu / {
     print ($2 + $3 + $4 + $7 + $8 + $9) * 1000 / t, ($2 + $3 + $4 + $5 + $6 + $7 + $8 + $9) * 1000 / t }' /proc/stat; }

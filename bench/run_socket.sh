@@ -44,28 +44,14 @@ PIDS=""
 cleanup() { [ -z "$PIDS" ] || kill $PIDS 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
-start() { # name command...: starts a server, waits for its "listening" line
-    name=$1; shift
-    "$@" >"$B/$name.out" 2>&1 &
-    PIDS="$PIDS $!"
-    eval "PID_$name=$!"
-    i=0
-    until grep -q listening "$B/$name.out" 2>/dev/null; do
-        i=$((i + 1))
-        [ $i -lt 100 ] || { echo "$name did not start:" >&2; cat "$B/$name.out" >&2; exit 1; }
-        sleep 0.05
-    done
-}
+OUT=$B
+. bench/servers.sh
 # shellcheck disable=SC2086 # SRV and LOAD are a command and its options, or nothing
 start eco $SRV "$B/sample/echo_server" --port "$P_ECO"
 start raw $SRV "$B/bench/raw_echo_server" "$P_RAW"
 start back $LOAD "$B/bench/raw_echo_server" "$P_BACK"
 start ecoproxy $SRV "$B/sample/tcp_proxy" --listen "$P_ECOPROXY" --backend "127.0.0.1:$P_BACK"
 start rawproxy $SRV "$B/bench/raw_proxy" "$P_RAWPROXY" "$P_BACK"
-
-# On-CPU nanoseconds (user and system): /proc/PID/stat's ticks are 10 ms,
-# a few per cent of a 2 s run.
-oncpu_ns() { awk '{print $1}' "/proc/$1/schedstat"; }
 
 RAW=$B/socket-raw.txt
 : >"$RAW"

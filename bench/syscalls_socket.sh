@@ -16,16 +16,8 @@ TMP=$(mktemp -d)
 PIDS=""
 cleanup() { [ -z "$PIDS" ] || { kill $PIDS 2>/dev/null || true; wait 2>/dev/null || true; }; rm -rf "$TMP"; }
 trap cleanup EXIT INT TERM
-start() { # name command...
-    name=$1; shift
-    "$@" >"$TMP/$name.out" 2>&1 &
-    PIDS="$PIDS $!"
-    eval "PID_$name=$!"
-    i=0
-    until grep -q listening "$TMP/$name.out" 2>/dev/null; do
-        i=$((i + 1)); [ $i -lt 100 ] || { cat "$TMP/$name.out" >&2; exit 1; }; sleep 0.05
-    done
-}
+OUT=$TMP
+. bench/servers.sh
 start eco "$B/sample/echo_server" --port "$BASE"
 start raw "$B/bench/raw_echo_server" $((BASE + 1))
 start ecoproxy "$B/sample/tcp_proxy" --listen $((BASE + 2)) --backend "127.0.0.1:$((BASE + 1))"
