@@ -9,11 +9,22 @@
  *    Calling one in a thread without a runtime fails with EPERM, except the
  *    channel calls, which plain threads may use too (see Channels), and
  *    eco_socket and eco_close, which never block.
- *  - "Blocking" functions (eco_sleep, eco_poll, the socket and channel calls)
- *    park only the calling coroutine and let the event loop run others.
- *    Called outside any coroutine they fail with EPERM, with the exceptions
- *    of eco_join and of channels in a thread without a runtime (see there).
- *  - A coroutine belongs to the thread that created it and only runs there.
+ *  - "Blocking" functions (eco_sleep, eco_poll, eco_join, the socket calls,
+ *    eco_fd_lock, and the channel calls that may wait) park only the
+ *    calling coroutine and let the event loop run others.  Called outside
+ *    any coroutine they fail with EPERM, with the exceptions of eco_join and
+ *    of channels in a thread without a runtime (see there).  Besides their
+ *    own errors, every blocking call of a coroutine fails with:
+ *      ECANCELED  the coroutine was cancelled (eco_cancel), before or
+ *                 during the call;
+ *      ETIMEDOUT  its deadline (eco_set_deadline) has passed, or the call's
+ *                 own bound ran out;
+ *      ENOMEM     the wait could not be set up (libevent could not add a
+ *                 timer or event); nothing was transferred.
+ *  - Every bound in the library (timeouts, deadlines, sleeps) ends only once
+ *    its full time has passed on CLOCK_MONOTONIC, never before.
+ *  - A coroutine belongs to the thread that created it and only runs there
+ *    (eco_cancel excepted, which any thread may call).
  */
 #ifndef ECO_H
 #define ECO_H
@@ -56,7 +67,7 @@ typedef enum eco_state {
     ECO_ACTIVE,
     ECO_STACKED,
     ECO_PENDING,
-    ECO_DONE,
+    ECO_DONE
 } eco_state_t;
 
 /* Longest diagnostic name kept, including the terminating NUL. */
@@ -106,7 +117,9 @@ ECO_API eco_t *eco_create(eco_fn fn, void *arg, const eco_attr_t *attr);
  * event comes, from a libevent callback; from then on the loop is its
  * caller.
  *
- * If co returns and is detached it is freed before eco_resume returns.
+ * If co returns and is detached it is freed soon after (at the latest by
+ * the next eco_create, eco_join, eco_stats or eco_teardown of the thread);
+ * its handle is not to be used once detached anyway.
  *
  * Errors: EINVAL (co NULL), EPERM (no runtime, or co belongs to another
  * thread), EBUSY (co is ACTIVE or STACKED, or parked in a blocking call and so
@@ -131,14 +144,15 @@ ECO_API int eco_yield(void);
  * Waits until co is DONE, stores its return value in *retval (when retval is
  * not NULL) and frees it.
  *
- * From a coroutine, the caller parks until co returns.  From the thread's
- * own stack (outside any coroutine) eco_join runs the event loop
- * (event_base_loop with EVLOOP_ONCE) until co is done; it fails with EDEADLK
- * if the loop runs out of events first.
+ * From a coroutine, the caller parks until co returns; if that wait fails
+ * (ECANCELED, ETIMEDOUT) co stays joinable.  From the thread's own stack
+ * (outside any coroutine) eco_join runs the event loop (event_base_loop
+ * with EVLOOP_ONCE) until co is done; it fails with EDEADLK when nothing
+ * could ever finish co (as eco_loop).
  *
  * Errors: EINVAL (co NULL, detached, or already being joined), EDEADLK (co is
- * the caller or the loop ran dry), EPERM (no runtime, or co belongs to
- * another thread), EIO (event_base_loop failed; it does, for one, when
+ * the caller, or nothing could finish it), EPERM (no runtime, or co belongs
+ * to another thread), EIO (event_base_loop failed; it does, for one, when
  * eco_join is called from the main stack inside a libevent callback, since
  * libevent loops do not nest: join from a coroutine there).
  */
@@ -171,6 +185,108 @@ ECO_API int eco_go_attr(eco_fn fn, void *arg, const eco_attr_t *attr);
  * runtime (errno is left alone). */
 ECO_API eco_t *eco_self(void);
 
+/* ------------------------------------------------------------------------ */
+/* Cancellation and deadlines                                               */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Cancels co: the blocking call co is parked in, if any, returns -1 with
+ * ECANCELED, and so does every later blocking call of co, at once, until co
+ * returns or calls eco_uncancel (the cancel is sticky, like a closed
+ * handle).  Callable from any coroutine, a libevent callback, the thread's
+ * own stack, and any other thread (there it takes effect when co's loop
+ * next runs; co must not be freed meanwhile).
+ *
+ * Nothing is lost: a wait that had already completed when the cancel came
+ * (an element received, a lock handed over, readiness handed over) keeps
+ * its result, and the cancel shows at the next blocking call; a cancelled
+ * send did not deliver its element, a cancelled receive took none, the fd's
+ * queue or lock serves its next waiter, and a cancelled join leaves the
+ * joined coroutine joinable.  Calls that never wait (eco_chan_trysend,
+ * eco_close, eco_fd_unlock...) are not affected.
+ *
+ * Cancelling a coroutine that is DONE, INIT (its first blocking call fails)
+ * or running is not an error.  Returns 0, or -1 with EINVAL (co NULL) or
+ * ENOMEM (from another thread: the request could not be queued).
+ */
+ECO_API int eco_cancel(eco_t *co);
+
+/*
+ * Clears the calling coroutine's cancel, so that it can clean up with
+ * blocking calls (say, write a last reply).  A cancel from another thread
+ * that arrives later cancels again.  Errors: EPERM (not in a coroutine).
+ */
+ECO_API int eco_uncancel(void);
+
+/*
+ * Gives co a deadline ms milliseconds from now: from then on every blocking
+ * call of co fails with ETIMEDOUT, the one it may be parked in included.
+ * ms < 0 clears it.  It combines with the per-call and per-fd timeouts: the
+ * earliest wins.  A coroutine that never blocks is not affected.  Errors:
+ * EINVAL (co NULL), EPERM (no runtime, or co belongs to another thread).
+ */
+ECO_API int eco_set_deadline(eco_t *co, long ms);
+
+/* ------------------------------------------------------------------------ */
+/* Seeing inside                                                            */
+/* ------------------------------------------------------------------------ */
+
+/* What eco_foreach tells about one coroutine. */
+typedef struct eco_info {
+    unsigned long id;
+    const char *name;    /* "" when none */
+    eco_state_t state;
+    char wait[64];       /* what it is parked on, in words: "read fd 7",
+                            "write fd 9", "accept fd 3", "connect fd 4",
+                            "lock fd 7 write", "chan 0x55d0 recv",
+                            "select 3 cases", "sleep 250 ms left",
+                            "join #12", "poll 2 fds"; "runnable" when it is
+                            ready and waits for its turn; "" otherwise */
+    long waited_ms;      /* how long it has waited (a few ms coarse), -1 if
+                            it is not waiting */
+    long deadline_ms;    /* time left to its deadline, -1 without one */
+    int cancelled;       /* eco_cancel'led */
+    size_t stack_used;   /* deepest its stack has been, in bytes, from the
+                            pages the kernel has committed (a reused stack
+                            remembers earlier coroutines'; 0 if unknown) */
+    size_t stack_size;
+} eco_info_t;
+
+/* Called for each coroutine; nonzero stops the walk. */
+typedef int (*eco_visit_fn)(const eco_info_t *info, void *arg);
+
+/*
+ * Calls fn for every coroutine of this thread's runtime that has not been
+ * freed (DONE ones not yet joined included), newest first.  fn must not
+ * create, resume or free coroutines.  Returns the number visited, or -1 with
+ * EINVAL (fn NULL) or EPERM (no runtime).
+ */
+ECO_API int eco_foreach(eco_visit_fn fn, void *arg);
+
+/*
+ * Writes to fd a line "eco: N coroutines alive", then one line per
+ * coroutine of eco_foreach:
+ *     #ID name=NAME state=STATE wait="WAIT" waited_ms=MS stack_kib=KIB
+ *         deadline_ms=MS cancelled=0|1
+ * (on one line; NAME is "-" without a name; STATE one of init, running,
+ * stacked, yielded, runnable, waiting, done).  Meant for a signal handler's
+ * libevent event (SIGQUIT, as Go does).  Returns the number of coroutines,
+ * or -1 with errno (EPERM without a runtime, or write(2)'s error).
+ */
+ECO_API int eco_dump(int fd);
+
+/*
+ * Watches this thread's runtime for a coroutine that runs ms milliseconds
+ * or more without parking or yielding: one line
+ *     eco: coroutine NAME #ID has run 250 ms without yielding
+ * goes to stderr per such episode, within about 1.25 ms of the limit.  ms
+ * <= 0 stops watching (the default).  A watchdog thread, shared by the
+ * process, samples the runtime's resume counter: the switch itself does no
+ * more work with the watch on or off.  Errors: EPERM (no runtime), or
+ * pthread_create's error.
+ */
+ECO_API int eco_set_hog_limit(long ms);
+
 /* The state of co.  co must be a live handle (not freed). */
 ECO_API eco_state_t eco_state(const eco_t *co);
 
@@ -198,9 +314,12 @@ ECO_API int eco_setup(struct event_base *base);
 
 /*
  * Destroys this thread's runtime: frees pooled stacks and the event_base if
- * the runtime created it.  Coroutines that have not finished are abandoned
- * (their stacks are unmapped without running them further), so finish or
- * join them first.  Does nothing without a runtime, or when called from a
+ * the runtime created it.  Coroutines that have not finished are abandoned:
+ * the wait each is parked in is withdrawn first (it leaves its fd's or
+ * channel's queue, its events leave the base), so the channels and fds they
+ * waited on stay usable, then their stacks are unmapped without running
+ * them further (nothing on those stacks is cleaned up: finish or cancel and
+ * join them first).  Does nothing without a runtime, or when called from a
  * coroutine (it must run on the thread's own stack).
  */
 ECO_API void eco_teardown(void);
@@ -213,10 +332,14 @@ ECO_API struct event_base *eco_base(void);
  * and not DONE).  Other events of the base may keep running meanwhile; they
  * do not keep eco_loop going by themselves.
  *
- * Returns 0 when no coroutine is left.  Errors: EPERM (no runtime, or called
- * from a coroutine), EDEADLK (coroutines are alive but the base has no event
- * that could ever wake them, e.g. a coroutine that was created and never
- * resumed), EIO (event_base_loop failed).
+ * Returns 0 when no coroutine is left, or when the user broke the loop
+ * (event_base_loopbreak, event_base_loopexit).  Errors: EPERM (no runtime,
+ * or called from a coroutine), EDEADLK (coroutines are alive but nothing
+ * could ever wake them: none is ready, none waits on an fd, a timer, a
+ * channel or eco_poll, and the base holds no event but libeco's own - e.g.
+ * a coroutine that was created and never resumed, or coroutines joining
+ * each other), EIO (event_base_loop failed).  A coroutine waiting on a
+ * channel counts as wakeable: another thread may send.
  */
 ECO_API int eco_loop(void);
 
@@ -242,7 +365,8 @@ ECO_API int eco_stats(eco_stats_t *st);
 /*
  * Parks the running coroutine for at least ms milliseconds (0: goes to the
  * back of the run queue, letting every ready coroutine run first).
- * Errors: EINVAL (ms < 0), EPERM (not in a coroutine).
+ * Errors: EINVAL (ms < 0), EPERM (not in a coroutine), ECANCELED, ETIMEDOUT
+ * (the coroutine's deadline came first), ENOMEM.
  */
 ECO_API int eco_sleep(long ms);
 
@@ -253,9 +377,13 @@ ECO_API int eco_sleep(long ms);
  * limit, 0: just check).  Entries with fd < 0 are ignored and get revents 0.
  * Sets revents like poll(2) (POLLNVAL for an fd that is not open).
  *
+ * eco_close of a watched fd ends the wait (the fd then reports POLLNVAL).
+ *
  * Returns the number of entries with nonzero revents, 0 on timeout.
- * Errors: EINVAL (fds NULL with nfds > 0, nfds too large), EPERM (not in a
- * coroutine), ENOMEM.
+ * Errors: EINVAL (fds NULL with nfds > 0, nfds too large, or no fd to watch
+ * and no timeout), EPERM (not in a coroutine or, from epoll, an fd that
+ * cannot be polled, such as a regular file), ECANCELED, ETIMEDOUT (the
+ * coroutine's deadline), ENOMEM.
  */
 ECO_API int eco_poll(struct pollfd *fds, nfds_t nfds, long timeout_ms);
 
@@ -272,7 +400,8 @@ ECO_API int eco_poll(struct pollfd *fds, nfds_t nfds, long timeout_ms);
  *  - EBADF: fd is negative or not open, or was closed with eco_close while
  *    the call was parked (every parked call on it is woken with EBADF).
  *  - ETIMEDOUT: the fd's timeout for that direction (eco_fd_timeout) ran
- *    out.  Nothing was transferred and the fd stays usable.
+ *    out, or the coroutine's deadline passed.  Nothing was transferred and
+ *    the fd stays usable.  ECANCELED likewise (eco_cancel).
  *  - EFAULT: a NULL buffer with a nonzero length.
  * EINTR is retried.  An fd first seen by libeco is switched to O_NONBLOCK
  * (the flag is shared with every duplicate of the fd), so no call ever
@@ -344,10 +473,11 @@ ECO_API ssize_t eco_write_full(int fd, const void *buf, size_t n);
 
 /*
  * Closes fd: first wakes every coroutine of this thread's runtime parked on
- * it (their calls fail with EBADF) and forgets its state, so a new file
- * that gets the same number starts clean; then close(2).  Works outside
- * coroutines.  Coroutines of other threads parked on the same fd are not
- * woken: close an fd from the thread whose coroutines use it.
+ * it (their calls fail with EBADF; an eco_poll watching it returns with
+ * POLLNVAL) and forgets its state, so a new file that gets the same number
+ * starts clean; then close(2).  Works outside coroutines.  Coroutines of
+ * other threads parked on the same fd are not woken: close an fd from the
+ * thread whose coroutines use it.
  */
 ECO_API int eco_close(int fd);
 
@@ -405,7 +535,7 @@ ECO_API int eco_fd_unlock(int fd, int how);
  *  - The thread's own stack of a thread WITH a runtime may not wait (it would
  *    freeze the loop that must wake it): there the calls that would wait fail
  *    with EPERM; the try variants, timeout 0 and the calls that complete at
- *    once work.
+ *    once work (eco_chan_select too, when a case is ready).
  * Capacity 0 makes an unbuffered channel: a send completes only when a
  * receiver takes the element (rendezvous).  With capacity N, send waits only
  * while N elements are buffered and receive only while none is.
@@ -451,8 +581,8 @@ ECO_API int eco_chan_close(eco_chan_t *ch);
  * unbuffered channel until a receiver takes it.
  * Returns 0, or -1 with EPIPE (ch is closed, or was closed while this send
  * waited: the element was not delivered), EINVAL (elem NULL), EPERM (would
- * wait on the own stack of a thread with a runtime), or an error of the
- * runtime's wake-up fd (ENOMEM, EMFILE) the first time a coroutine waits.
+ * wait on the own stack of a thread with a runtime), or, in a coroutine,
+ * ECANCELED, ETIMEDOUT or ENOMEM (the element was not delivered).
  */
 ECO_API int eco_chan_send(eco_chan_t *ch, const void *elem);
 
@@ -461,7 +591,8 @@ ECO_API int eco_chan_send(eco_chan_t *ch, const void *elem);
  * while there is none.
  * Returns 1 when an element was received, 0 at the end of a closed channel
  * (closed, and nothing buffered is left: not an error, errno untouched), or
- * -1 with EPERM or a wake-up fd error as eco_chan_send.
+ * -1 with EPERM, ECANCELED, ETIMEDOUT or ENOMEM as eco_chan_send (nothing
+ * was taken).
  */
 ECO_API int eco_chan_recv(eco_chan_t *ch, void *elem);
 
@@ -505,8 +636,8 @@ struct eco_chan_case {
  * Returns the index, or -1 with ETIMEDOUT, EAGAIN (timeout_ms 0 and nothing
  * ready), EINVAL (cases NULL with n > 0, n > 65536, a bad op, a SEND case
  * with elem NULL and elements of nonzero size, or no case with a channel and
- * no timeout), ENOMEM (more than 8 cases and no memory), EPERM or a wake-up
- * fd error as eco_chan_send.
+ * no timeout), ENOMEM (more than 8 cases and no memory), EPERM, ECANCELED
+ * or ETIMEDOUT as eco_chan_send (no case completed).
  */
 ECO_API int eco_chan_select(struct eco_chan_case *cases, size_t n, long timeout_ms);
 

@@ -9,7 +9,7 @@
 /* struct eco */
 #define ECO_OFF_SP 0      /* saved stack pointer */
 #define ECO_OFF_STATE 8   /* unsigned char, ECO_S_* */
-#define ECO_OFF_BY_LOOP 9 /* unsigned char, right after state */
+#define ECO_OFF_BY_LOOP 9 /* unsigned char */
 #define ECO_OFF_MXCSR 16  /* x86-64: saved MXCSR (4 bytes) */
 #define ECO_OFF_FPUCW 20  /* x86-64: saved x87 control word (2 bytes) */
 #define ECO_OFF_RT 24     /* struct eco_rt * */
@@ -18,6 +18,7 @@
 
 /* struct eco_rt */
 #define ECO_RT_OFF_CURRENT 0
+#define ECO_RT_OFF_RESUMES 8 /* unsigned long, counted by every resume */
 
 /* Internal states the fast paths test and set (see eco_internal.h). */
 #define ECO_ASM_S_PENDING 0

@@ -15,9 +15,13 @@
  * its records are still queued, and a channel holding one cannot be freed
  * (EBUSY): the waiter may lock it to clean up.
  *
- * Waking: a coroutine through eco__signal (a direct run-queue push in its own
- * thread, the runtime's coalesced eventfd from any other), a plain thread
- * through a condition variable in its wait record.
+ * Waking: a coroutine through eco__wake in its own thread or eco__remote
+ * (the runtime's coalesced eventfd) from any other, a plain thread through
+ * a condition variable in its wait record.  A coroutine's selection is a
+ * wait record of eco_wait.c (struct chan_wait): its cancel hook is the
+ * waiter's side of the claim race, so a timeout, eco_cancel or eco_teardown
+ * either takes every record out of its queue or finds the selection
+ * completed, its wake-up on the way.
  */
 #define _GNU_SOURCE
 #include "eco_internal.h"
@@ -26,6 +30,7 @@
 #include <limits.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <linux/futex.h>
@@ -84,6 +89,9 @@ static inline void lk_unlock(chan_lock_t *l)
 
 enum { SEL_WAITING = 0, SEL_CLAIMED, SEL_CANCELLED };
 
+#define OP_SEND 0
+#define OP_RECV 1
+
 /* A plain thread's wait: done under m. */
 struct thread_wait {
     pthread_mutex_t m;
@@ -107,6 +115,8 @@ struct waiter {
     struct waiter *prev, *next;
     struct sel *sel;
     void *elem;            /* send: the element; recv: its destination or NULL */
+    eco_chan_t *ch;
+    int op;                /* OP_SEND or OP_RECV: which queue of ch */
     int index;
 };
 
@@ -253,14 +263,12 @@ static inline void wake(struct sel *s)
 {
     eco_t *co = s->co;
     if (ECO_LIKELY(co != NULL && co->rt == eco__rt)) {
-        /* eco__signal in our own thread, without the call. */
-        co->signaled = 1;
-        eco__wake(co, ECO_WAKE_READY);
+        eco__wake(co, ECO_WAKE_READY, 0);
     } else if (co != NULL) {
         /* ENOMEM here (the remote queue could not grow) cannot be undone:
          * the element has moved.  The waiter would hang; that needs the
          * process to be out of memory first. */
-        (void)eco__signal(co);
+        (void)eco__remote(co, ECO_WAKE_READY);
     } else {
         wake_thread(s);
     }
@@ -375,6 +383,16 @@ static inline int waiter_kind(eco_t **co)
     return 1;
 }
 
+/* A coroutine that may not block any more (eco_cancel, its deadline) fails
+ * every call that could wait, at once: -1 with errno, else 0. */
+static inline int chan_stopped(long timeout_ms)
+{
+    struct eco_rt *rt = eco__rt;
+    if (timeout_ms == 0 || rt == NULL || rt->current == &rt->main)
+        return 0;
+    return eco__check_stop(rt->current);
+}
+
 static void thread_wait_init(struct thread_wait *tw)
 {
     pthread_condattr_t ca;
@@ -396,9 +414,7 @@ static void sel_init(struct sel *s, int single, eco_t *co, struct thread_wait *t
     s->closed = 0;
     s->co = co;
     s->tw = NULL;
-    if (co != NULL) {
-        co->signaled = 0;
-    } else {
+    if (co == NULL) {
         thread_wait_init(tw);
         s->tw = tw;
     }
@@ -410,52 +426,87 @@ static void thread_wait_destroy(struct thread_wait *tw)
     pthread_mutex_destroy(&tw->m);
 }
 
-/*
- * Waits until s is claimed (1) or until timeout_ms passes (-1: no limit) and
- * the waiter cancels s (0): then every record of s is still queued.  A
- * claim that races the timeout wins; its wake is then awaited.
- */
-static inline __attribute__((always_inline)) int wait_sel(struct sel *s, long timeout_ms)
+/* Takes records [0, n) of a finished selection out of their queues, all
+ * but `keep` (which the claimer took), one channel lock at a time (those
+ * channels cannot be freed while the records are in them). */
+static void unlink_records(struct waiter *recs, size_t n, int keep)
 {
-    long deadline = timeout_ms > 0 ? eco__now_ms() + timeout_ms : -1;
+    for (size_t k = 0; k < n; k++) {
+        struct waiter *w = &recs[k];
+        if (w->index == keep)
+            continue;
+        lock_both(w->ch);
+        wq_unlink(w->op == OP_SEND ? &w->ch->sendq : &w->ch->recvq, w);
+        unlock_both(w->ch);
+    }
+}
+
+/* A coroutine waiting on a selection: its wait record. */
+struct chan_wait {
+    struct eco_wait w;
+    struct sel *s;
+    struct waiter *recs;
+    size_t n;
+};
+
+static void chan_describe(const struct eco_wait *w, char *buf, size_t n)
+{
+    const struct chan_wait *cw = (const struct chan_wait *)w;
+    if (cw->s->single)
+        snprintf(buf, n, "chan %p %s", (void *)cw->recs[0].ch,
+                 cw->recs[0].op == OP_SEND ? "send" : "recv");
+    else
+        snprintf(buf, n, "select %zu cases", cw->n);
+}
+
+static int chan_cancel(eco_t *co, struct eco_wait *w)
+{
+    struct chan_wait *cw = (struct chan_wait *)w;
+    (void)co;
+    if (!cancel(cw->s))
+        return 0;
+    unlink_records(cw->recs, cw->n, -1);
+    return 1;
+}
+
+static const struct eco_wait_ops chan_ops = {chan_describe, chan_cancel, 1};
+
+/*
+ * Waits until s is claimed (returns ECO_WAKE_READY) or its wait ends
+ * otherwise: the timeout at deadline (ns), or for a coroutine eco_cancel or
+ * its own deadline; then every record of s is out of its queue again and
+ * the reason is returned.  A claim that races the end wins; its wake is
+ * then awaited.
+ */
+static int wait_sel(struct sel *s, struct waiter *recs, size_t n, int64_t deadline)
+{
     if (s->co != NULL) {
-        eco_t *co = s->co;
-        long left = timeout_ms;
-        while (!co->signaled) {
-            int why = eco__park(left);
-            if (co->signaled)
-                break;
-            if (left < 0)
-                continue; /* woken for nothing: park again */
-            left = why == ECO_WAKE_TIMEOUT ? 0 : deadline - eco__now_ms();
-            if (left <= 0) {
-                if (cancel(s))
-                    return 0;
-                left = -1; /* claimed meanwhile: its signal is on the way */
-            }
-        }
-        return 1;
+        struct chan_wait cw = {.w = {.ops = &chan_ops, .deadline = deadline}, .s = s,
+                               .recs = recs, .n = n};
+        return eco__park(&cw.w);
     }
     struct thread_wait *tw = s->tw;
-    struct timespec abs;
-    if (deadline >= 0) {
-        abs.tv_sec = deadline / 1000;
-        abs.tv_nsec = (deadline % 1000) * 1000000;
+    struct timespec abs = {0, 0};
+    if (deadline != ECO_NEVER) {
+        abs.tv_sec = (time_t)(deadline / 1000000000);
+        abs.tv_nsec = (long)(deadline % 1000000000);
     }
     pthread_mutex_lock(&tw->m);
     while (!tw->done) {
-        if (deadline < 0) {
+        if (deadline == ECO_NEVER) {
             pthread_cond_wait(&tw->c, &tw->m);
-        } else if (pthread_cond_timedwait(&tw->c, &tw->m, &abs) == ETIMEDOUT && !tw->done) {
+        } else if (pthread_cond_timedwait(&tw->c, &tw->m, &abs) == ETIMEDOUT && !tw->done &&
+                   eco__now_ns() >= deadline) {
             if (cancel(s)) {
                 pthread_mutex_unlock(&tw->m);
-                return 0;
+                unlink_records(recs, n, -1);
+                return ECO_WAKE_TIMEOUT;
             }
-            deadline = -1;
+            deadline = ECO_NEVER; /* claimed meanwhile: its wake is on the way */
         }
     }
     pthread_mutex_unlock(&tw->m);
-    return 1;
+    return ECO_WAKE_READY;
 }
 
 /* ---- public: make, free, close ---- */
@@ -547,9 +598,6 @@ int eco_chan_free(eco_chan_t *ch)
 
 /* ---- public: send and receive ---- */
 
-#define OP_SEND 0
-#define OP_RECV 1
-
 /* The end of an operation that completed: send 0 / -1 EPIPE; recv 1 / 0. */
 static inline int op_result(int op, int closed)
 {
@@ -570,30 +618,24 @@ static __attribute__((noinline)) int chan_wait(eco_chan_t *ch, int op, void *ele
         errno = EAGAIN;
         return -1;
     }
+    int64_t deadline = eco__deadline(timeout_ms);
     eco_t *co;
-    int kind = waiter_kind(&co);
-    if (kind < 0 || (kind > 0 && ECO_UNLIKELY(!co->rt->notify_added) && eco__signal_prepare() != 0)) {
+    if (waiter_kind(&co) < 0) {
         unlock_both(ch);
         return -1;
     }
     struct thread_wait tw;
     struct sel s;
     sel_init(&s, 1, co, &tw);
-    struct waiter w = {.sel = &s, .elem = elem, .index = 0};
-    struct wq *q = op == OP_SEND ? &ch->sendq : &ch->recvq;
-    wq_push(q, &w);
+    struct waiter w = {.sel = &s, .elem = elem, .ch = ch, .op = op, .index = 0};
+    wq_push(op == OP_SEND ? &ch->sendq : &ch->recvq, &w);
     unlock_both(ch);
 
-    int claimed = wait_sel(&s, timeout_ms);
+    int why = wait_sel(&s, &w, 1, deadline);
     if (co == NULL)
         thread_wait_destroy(&tw);
-    if (!claimed) {
-        lock_both(ch);
-        wq_unlink(q, &w);
-        unlock_both(ch);
-        errno = ETIMEDOUT;
-        return -1;
-    }
+    if (why != ECO_WAKE_READY)
+        return eco__wait_fail(why);
     return op_result(op, s.closed);
 }
 
@@ -608,6 +650,8 @@ static inline __attribute__((always_inline)) int chan_op(eco_chan_t *ch, int op,
         errno = EINVAL;
         return -1;
     }
+    if (ECO_UNLIKELY(chan_stopped(timeout_ms) != 0))
+        return -1;
     /* Buffered, nobody waiting on the other side, and room (an element):
      * one end's lock is enough. */
     if (op == OP_SEND && ch->cap > 0) {
@@ -707,23 +751,6 @@ static uint32_t next_rand(void)
 #define SELECT_INLINE 8
 #define SELECT_MAX 65536
 
-/* Removes records [0, n) of a finished selection except `keep`, one channel
- * lock at a time (those channels cannot be freed while the records are in
- * them). */
-static void unlink_records(struct eco_chan_case *cases, const int *active, size_t n,
-                           struct waiter *recs, int keep)
-{
-    for (size_t k = 0; k < n; k++) {
-        int i = active[k];
-        if (i == keep)
-            continue;
-        eco_chan_t *ch = cases[i].ch;
-        lock_both(ch);
-        wq_unlink(cases[i].op == ECO_CHAN_SEND ? &ch->sendq : &ch->recvq, &recs[k]);
-        unlock_both(ch);
-    }
-}
-
 int eco_chan_select(struct eco_chan_case *cases, size_t n, long timeout_ms)
 {
     if ((cases == NULL && n > 0) || n > SELECT_MAX) {
@@ -748,9 +775,9 @@ int eco_chan_select(struct eco_chan_case *cases, size_t n, long timeout_ms)
         errno = EINVAL; /* nothing could ever end the wait */
         return -1;
     }
-    eco_t *co = NULL;
-    if (timeout_ms != 0 && waiter_kind(&co) < 0)
+    if (chan_stopped(timeout_ms) != 0)
         return -1;
+    int64_t deadline = eco__deadline(timeout_ms);
 
     /* active: the cases with a channel, shuffled (the poll order, so that
      * every ready case is as likely to win); lock: their channels sorted by
@@ -810,18 +837,21 @@ int eco_chan_select(struct eco_chan_case *cases, size_t n, long timeout_ms)
     }
     struct thread_wait tw;
     struct sel s;
+    eco_t *co = NULL;
+    int kind = 1, err = EAGAIN;
     if (ret < 0 && timeout_ms != 0) {
-        if (co != NULL && !co->rt->notify_added && eco__signal_prepare() != 0) {
-            for (size_t a = 0; a < nlock; a++)
-                unlock_both(lock[a]);
-            free(heap);
-            return -1;
-        }
+        /* Nothing ready: wait, where waiting is allowed. */
+        kind = waiter_kind(&co);
+        err = EPERM;
+    }
+    if (ret < 0 && timeout_ms != 0 && kind >= 0) {
         sel_init(&s, 0, co, &tw);
         for (size_t a = 0; a < m; a++) {
             struct eco_chan_case *c = &cases[active[a]];
             recs[a].sel = &s;
             recs[a].elem = c->elem;
+            recs[a].ch = c->ch;
+            recs[a].op = c->op == ECO_CHAN_SEND ? OP_SEND : OP_RECV;
             recs[a].index = active[a];
             wq_push(c->op == ECO_CHAN_SEND ? &c->ch->sendq : &c->ch->recvq, &recs[a]);
         }
@@ -830,22 +860,22 @@ int eco_chan_select(struct eco_chan_case *cases, size_t n, long timeout_ms)
         unlock_both(lock[a - 1]);
     if (woken != NULL)
         wake(woken);
-    if (ret >= 0 || timeout_ms == 0) {
+    if (ret >= 0 || timeout_ms == 0 || kind < 0) {
         free(heap);
         if (ret < 0)
-            errno = EAGAIN;
+            errno = err;
         return ret;
     }
 
-    int claimed = wait_sel(&s, timeout_ms);
+    int why = wait_sel(&s, recs, m, deadline);
     if (co == NULL)
         thread_wait_destroy(&tw);
-    unlink_records(cases, active, m, recs, claimed ? s.fired : -1);
-    free(heap);
-    if (!claimed) {
-        errno = ETIMEDOUT;
-        return -1;
+    if (why != ECO_WAKE_READY) {
+        free(heap);
+        return eco__wait_fail(why);
     }
+    unlink_records(recs, m, s.fired);
+    free(heap);
     struct eco_chan_case *c = &cases[s.fired];
     if (c->op == ECO_CHAN_SEND)
         c->result = s.closed ? -1 : 0;

@@ -22,10 +22,7 @@
 
 #if defined(__aarch64__)
 
-        /* The code every round trip runs starts a page here; the C side's
-         * ECO_HOT groups follow it (eco_internal.h). */
-        .section .text.sorted.eco0,"ax",%progbits
-        .p2align 12
+        .text
 
 /* int eco_ctx_switch(eco_t *from, eco_t *to)   x0 = from, x1 = to
  * (the saved stack pointer is the first word of a record, eco_asm.h) */
@@ -78,19 +75,11 @@ eco_ctx_switch:
         .cfi_endproc
         .size   eco_ctx_switch, .-eco_ctx_switch
 
-/* eco_ctx_switch_ret: the x86-64 file has a variant ending in `ret` for
- * eco__park's hand-overs; here one switch serves both. */
-        .globl  eco_ctx_switch_ret
-        .hidden eco_ctx_switch_ret
-        .type   eco_ctx_switch_ret, %function
-        .set    eco_ctx_switch_ret, eco_ctx_switch
-
 /*
  * First code on a fresh stack, reached by eco_ctx_switch's `ret` with
  * x19 = the coroutine and x20 = its entry function.  sp = top, 16-aligned.
  * The entry function never returns: a coroutine ends by switching away.
  */
-        .text   /* set-up code, once per coroutine */
         .type   eco_ctx_start, %function
         .p2align 4
 eco_ctx_start:

@@ -39,10 +39,7 @@
 #define ECO_ENDBR
 #endif
 
-        /* The code every round trip runs starts a page here; the C side's
-         * ECO_HOT groups follow it (eco_internal.h). */
-        .section .text.sorted.eco0,"ax",@progbits
-        .p2align 12
+        .text
 
 /*
  * The body every switch shares: save this side's callee-saved state in its
@@ -104,27 +101,6 @@ eco_ctx_switch:
         .cfi_endproc
         .size   eco_ctx_switch, .-eco_ctx_switch
 
-/*
- * int eco_ctx_switch_ret(eco_t *from, eco_t *to): eco_ctx_switch ending in
- * a `ret`.  For a switch between two coroutines parked at the same call
- * site (eco__park passing the turn from one to the next) the return stack
- * then predicts the `ret` and every return after it, since both sides share
- * their call chain up to the user's code; eco_ctx_switch's `jmp` would leave
- * it one entry off, and each of those returns mispredicted.
- */
-        .globl  eco_ctx_switch_ret
-        .hidden eco_ctx_switch_ret
-        .type   eco_ctx_switch_ret, @function
-        .p2align 4
-eco_ctx_switch_ret:
-        .cfi_startproc
-        ECO_ENDBR
-        ECO_SWAP_STACKS %rdi, %rsi
-        xorl    %eax, %eax
-        ret
-        .cfi_endproc
-        .size   eco_ctx_switch_ret, .-eco_ctx_switch_ret
-
 #if defined(ECO_ASM_FAST_PATHS)
 /*
  * int eco_resume(eco_t *co) and int eco_yield(void): the common case of
@@ -160,13 +136,15 @@ eco_resume:                             /* rdi = co */
         /* PENDING and INIT are the two lowest states: one compare. */
         cmpb    $ECO_ASM_S_INIT, ECO_OFF_STATE(%rdi)
         ja      1f
-        /* enter(): co runs, resumed by the user (by_loop = 0, stored with
-         * state as one 16-bit word); the current one is stacked under it. */
+        /* enter(): co runs, resumed by the user (by_loop = 0); the
+         * current one is stacked under it; one more resume counted. */
         movq    ECO_RT_OFF_CURRENT(%rax), %rsi
-        movw    $ECO_ASM_S_ACTIVE, ECO_OFF_STATE(%rdi)
+        movb    $ECO_ASM_S_ACTIVE, ECO_OFF_STATE(%rdi)
+        movb    $0, ECO_OFF_BY_LOOP(%rdi)
         movq    %rsi, ECO_OFF_CALLER(%rdi)
         movb    $ECO_ASM_S_STACKED, ECO_OFF_STATE(%rsi)
         movq    %rdi, ECO_RT_OFF_CURRENT(%rax)
+        incq    ECO_RT_OFF_RESUMES(%rax)
         ECO_SWAP_STACKS %rsi, %rdi
         ECO_SWITCH_RETURN
 1:      jmp     eco__resume_slow
@@ -206,7 +184,6 @@ eco_yield:
  * at the entry function's first instruction, exactly as after any call.
  * The entry function never returns: a coroutine ends by switching away.
  */
-        .text   /* set-up code, once per coroutine */
         .type   eco_ctx_start, @function
         .p2align 4
 eco_ctx_start:

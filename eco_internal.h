@@ -1,8 +1,18 @@
 /*
  * eco_internal.h - what the library's files share and users never see.
  *
- * The coroutine record lives in a per-runtime slab, apart from its stack
- * (eco_stack.c says why); a pooled record keeps its stack.
+ * Who owns what:
+ *   eco.c         coroutines, the runtime, the run queue, wake-ups from
+ *                 other threads, the subsystem hooks
+ *   eco_wait.c    the one way to wait: park, wake, timers, deadlines,
+ *                 cancellation, sleep
+ *   eco_dump.c    what a program sees of its coroutines: eco_foreach,
+ *                 eco_dump, the hog watchdog
+ *   eco_stack.c   stacks, the record slab, the overflow report
+ *   eco_socket.c  fds: the socket calls, direction locks, eco_poll
+ *   eco_chan.c    channels
+ * Each subsystem's per-runtime state is a struct of its own below, and only
+ * its file touches it.
  */
 #ifndef ECO_INTERNAL_H
 #define ECO_INTERNAL_H
@@ -21,17 +31,6 @@ struct event_base;
 #define ECO_HIDDEN __attribute__((visibility("hidden")))
 #define ECO_LIKELY(x) __builtin_expect(!!(x), 1)
 #define ECO_UNLIKELY(x) __builtin_expect(!!(x), 0)
-/* The code of a round trip (wake-up, read, write, park) sits together in
- * one page, and the rare paths (ECO_COLD) elsewhere: where every system
- * call flushes the TLB, as on this project's machine, each page a round
- * trip touches costs a page walk (BENCHMARKS.md, "Pages per round trip").
- * The linker sorts .text.sorted.* sections by name, whatever the order of
- * the objects (shared library or static archive): group 0 is the switch
- * (eco_ctx_*.S, which starts the page), 1 the wake-ups and parking, 2 the
- * socket calls of a request-response server, 3 the other socket calls.
- * Not the hot attribute: its .text.hot keeps the objects' order, which a
- * static link changes. */
-#define ECO_HOT(group) __attribute__((section(".text.sorted.eco" #group)))
 #define ECO_COLD __attribute__((noinline, cold))
 
 /* Sanitizer and Valgrind support, chosen by CMake options. */
@@ -59,17 +58,63 @@ enum {
     ECO_S_PARKED = 5,
 };
 
-/* Why a parked coroutine was woken (eco__park's return value). */
+/* How a wait ended (eco__park's return value).  The first wake wins; later
+ * ones are ignored. */
 enum {
     ECO_WAKE_NONE = 0,
-    ECO_WAKE_READY,    /* the awaited thing happened */
-    ECO_WAKE_TIMEOUT,  /* its deadline passed */
-    ECO_WAKE_CLOSED,   /* the fd or channel it waited on was closed */
-    ECO_WAKE_RUN,      /* plain reschedule (eco_go start, yield, sleep 0) */
+    ECO_WAKE_READY,    /* what it waited for happened */
+    ECO_WAKE_TIMEOUT,  /* the call's own bound passed */
+    ECO_WAKE_DEADLINE, /* the coroutine's deadline passed (eco_set_deadline) */
+    ECO_WAKE_CANCEL,   /* eco_cancel */
+    ECO_WAKE_CLOSED,   /* the fd it waited on was closed */
+    ECO_WAKE_NOMEM,    /* its timer or wake-up event could not be added */
+    ECO_WAKE_RUN,      /* in the run queue, not waiting (eco_go, yield) */
 };
 
-struct eco_rt;
+/* co->stop: why a coroutine's blocking calls fail at once. */
+#define ECO_STOP_CANCEL 1   /* eco_cancel: ECANCELED */
+#define ECO_STOP_DEADLINE 2 /* a deadline is set: ETIMEDOUT once passed */
 
+/* No deadline: later than any time. */
+#define ECO_NEVER INT64_MAX
+
+struct eco_rt;
+struct eco_wait;
+
+/*
+ * What a kind of wait tells the core.  One constant object per kind, so
+ * the compiler folds `sourced` where the kind is known.
+ */
+struct eco_wait_ops {
+    /* For eco_dump: writes what the wait is for ("read fd 7") into buf,
+     * NUL-terminated, at most n bytes. */
+    void (*describe)(const struct eco_wait *w, char *buf, size_t n);
+    /* Takes the waiter out of whatever queue it is in, so that nothing
+     * can complete its wait any more.  Returns 0 when it is too late: the
+     * wait has completed and its wake-up is on its way (a channel peer in
+     * another thread).  Called on the runtime's thread, with the coroutine
+     * parked and not yet woken: by a timer, eco_cancel, eco_teardown. */
+    int (*cancel)(eco_t *co, struct eco_wait *w);
+    /* Something outside the coroutines can end this wait (an fd, another
+     * thread): eco_loop's deadlock check (eco.c). */
+    unsigned char sourced;
+};
+
+/*
+ * The wait record: one per blocking call in progress, in the parked
+ * coroutine's own frame (co->wait points to it while it is parked).  The
+ * kind's fields (an fd, a channel) live around it, in a struct of the
+ * kind's own that starts with this one.
+ */
+struct eco_wait {
+    const struct eco_wait_ops *ops;
+    int64_t deadline; /* CLOCK_MONOTONIC ns when the call's own bound
+                         passes, or ECO_NEVER */
+    int64_t since;    /* coarse CLOCK_MONOTONIC ns when it parked */
+};
+
+/* A coroutine record.  The first cache line is what a switch and a wake-up
+ * touch; the context switch files rely on the offsets in eco_asm.h. */
 struct eco {
     void *sp;              /* saved stack pointer while not running */
     unsigned char state;   /* ECO_S_* */
@@ -77,35 +122,35 @@ struct eco {
                               always 1 in rt->main, so eco_yield's one test
                               also sends the main stack to its slow path */
     unsigned char detached;
-    unsigned char timer_set; /* timer has been event_assign'ed */
-    /* What a wake-up touches sits in this first cache line. */
     unsigned char wake;    /* ECO_WAKE_* once woken, 0 while still parked */
-    unsigned char queued;  /* linked by qprev/qnext */
-    unsigned char signaled; /* set in co's thread when eco__signal reaches it */
-    unsigned char fd_holds; /* directions taken with eco_fd_lock and not yet
-                               given back, saturating at 255: if nonzero when
-                               the coroutine returns, they are released */
+    unsigned char queued;  /* linked by qprev/qnext (eco_socket.c) */
+    unsigned char stop;    /* ECO_STOP_* */
+    unsigned char timer_set;   /* timer has been event_assign'ed */
+    unsigned char timer_added; /* timer is in the base */
     /* x86-64: the floating-point control words, saved by the switch next
      * to the line it writes anyway (eco_ctx_x86_64.S). */
     uint32_t mxcsr;
     uint16_t fpucw;
+    unsigned char exit_hooks; /* subsystems to call when it returns (bits) */
+    unsigned char fd_holds;   /* eco_socket.c's: directions it holds */
     struct eco_rt *rt;
     eco_t *caller;         /* whom yield/park/return switches back to */
     eco_t *next;           /* run queue link */
     eco_t *qprev, *qnext;  /* fd wait queue links (eco_socket.c) */
 #if defined(__x86_64__)
-    /* rbp, rbx, r12-r15 while switched out: the switch keeps them here,
-     * beside the line it writes anyway, rather than on the stack, so a
-     * wake-up touches one stack line fewer (eco_ctx_x86_64.S). */
+    /* rbp, rbx, r12-r15 while switched out (eco_ctx_x86_64.S). */
     uint64_t regs[6];
 #endif
+    struct eco_wait *wait; /* while parked in a blocking call */
+    int64_t deadline;      /* eco_set_deadline, ns; ECO_NEVER: none */
+
     eco_t *joiner;         /* coroutine parked in eco_join on this one */
     eco_fn fn;
     void *arg;
     void *retval;
-    void *wait_data;       /* free for the blocking primitive parking it */
-    unsigned long id;
-    eco_t *all_prev, *all_next; /* every record of the runtime not pooled */
+    unsigned long id;      /* 0 once freed: stale cancel requests see it */
+    eco_t *all_prev, *all_next; /* every record of the runtime not freed */
+    int joined;            /* a joiner from the main stack waits on it */
 
     /* The stack; these survive in the pool. */
     char *map;             /* start of the mapping (guard region first) */
@@ -115,7 +160,6 @@ struct eco {
     size_t stack_req;      /* size asked for; pooled by this */
     size_t guard_size;
     unsigned valgrind_id;
-    int joined;            /* a joiner from the main stack waits on it */
 
 #if defined(ECO_WITH_ASAN)
     const void *asan_bottom; /* stack bounds reported to ASan */
@@ -125,18 +169,53 @@ struct eco {
     void *tsan_fiber;
 #endif
     char name[ECO_NAME_MAX];
-    long deadline;         /* eco__now_ms() when the parked timer is due */
     struct event *timer;   /* storage right after this record, in its slot */
 };
+
+/*
+ * A subsystem's hooks, registered once per runtime with eco__hooks_add.
+ * at_exit runs when a coroutine whose exit_hooks has the subsystem's bit
+ * returns; at_teardown in eco_teardown, after every parked wait has been
+ * cancelled and before the base goes.
+ */
+struct eco_hooks {
+    void (*at_exit)(eco_t *co);
+    void (*at_teardown)(struct eco_rt *rt);
+    /* The last coroutine has finished: drop events kept only for speed,
+     * so that event_base_dispatch can return (may be NULL). */
+    void (*at_quiet)(struct eco_rt *rt);
+};
+#define ECO_HOOKS_MAX 4
+
+/* ---- eco_socket.c's state ---- */
 
 /* Fds per chunk of the fd table, and chunk pointers kept inline in the
  * runtime: fds below 8 * 256 = 2048 are found without another page. */
 #define ECO_FD_CHUNK 8
 #define ECO_FD_CHUNKS_INLINE 256
 
-/* One runtime per thread, in a page of its own (eco_setup). */
+struct eco_fds {
+    void **chunk;          /* chunk_inline, or a larger copy */
+    size_t chunk_n;
+    size_t entry;          /* bytes per entry (with libevent's events) */
+    void *last_write;      /* entry of the latest write-side call */
+    unsigned char hooked;  /* hooks registered */
+    unsigned char hook_bit;
+    void *chunk_inline[ECO_FD_CHUNKS_INLINE];
+};
+
+/* ---- one runtime per thread, in a page of its own (eco_setup) ---- */
+
+/* A request from another thread (eco__signal, eco_cancel). */
+struct eco_remote {
+    eco_t *co;
+    unsigned long id;      /* co's id when asked: a stale request is dropped */
+    int what;              /* ECO_WAKE_READY or ECO_WAKE_CANCEL */
+};
+
 struct eco_rt {
     eco_t *current;        /* running coroutine, or &main */
+    unsigned long resumes; /* resumes so far (the hog watchdog reads it) */
     struct event_base *base;
     int own_base;
     int looping;           /* eco_loop is running the base */
@@ -148,10 +227,14 @@ struct eco_rt {
     eco_t *runq_tail;
     struct event *runq_ev;
     int runq_armed;        /* runq_ev is active or scheduled */
-    int runq_budget;       /* resumes left before the loop polls for I/O */
-    void *last_write;      /* fd entry of this thread's latest write-side
-                              call: a reader parking next notes it as its
-                              entry's peer (eco_socket.c) */
+    unsigned char runq_added; /* runq_ev is in the base with a timeout */
+
+    /* For eco_loop's deadlock check (eco.c): parked waits that something
+     * outside the coroutines can end, coroutine timers in the base, and
+     * all of libeco's own events in the base. */
+    size_t sourced;
+    size_t timers;
+    size_t own_events;
 
     /* Pool of finished default-size stacks (linked through ->next). */
     eco_t *pool;
@@ -169,31 +252,33 @@ struct eco_rt {
 #if defined(ECO_WITH_ASAN)
     eco_t *switch_from;    /* who switched last, for ASan's bookkeeping */
 #endif
-    /* Wake-ups from other threads (eco__signal): a locked list and an
-     * eventfd watched by notify_ev, written once per burst. */
+    /* Requests from other threads: a locked list and an eventfd watched by
+     * notify_ev, written once per burst. */
     pthread_mutex_t remote_lock;
-    eco_t **remote;        /* pending coroutines, under remote_lock */
+    struct eco_remote *remote; /* pending, under remote_lock */
     size_t remote_n, remote_cap;
-    eco_t **spare;         /* the other buffer, owned by the loop */
+    struct eco_remote *spare;  /* the other buffer, owned by the loop */
     size_t spare_cap;
     int notify_fd;
     int notify_pending;    /* under remote_lock: the fd has been written */
-    int notify_added;      /* notify_ev is in the base (owner thread only) */
+    unsigned char notify_added; /* notify_ev is in the base */
     struct event *notify_ev;
 
-    /* Per-fd wait state of eco_socket.c: fd's entry sits in a page of
-     * ECO_FD_CHUNK entries, fdchunk[fd / ECO_FD_CHUNK].  The first
-     * ECO_FD_CHUNKS_INLINE chunk pointers live here, in the runtime's own
-     * page, which a call touches anyway: one page fewer per call than a
-     * table of its own (BENCHMARKS.md, "Pages per round trip"). */
-    void **fdchunk;        /* fdchunk_inline, or a larger copy */
-    size_t fdchunk_n;
-    size_t fd_entry;       /* bytes per entry (with libevent's events) */
+    const struct eco_hooks *hooks[ECO_HOOKS_MAX];
+    int nhooks;
+
+    /* The hog watchdog's view (eco_dump.c), under its lock. */
+    struct eco_rt *hog_next;
+    long hog_ms;           /* the limit; 0: not watched */
+    eco_t *hog_co;         /* running at the last sample */
+    unsigned long hog_seq; /* resumes at the last sample */
+    int64_t hog_since;     /* when that run was first seen */
+    int hog_told;          /* reported */
 
     void *altstack;        /* sigaltstack we installed, or NULL */
     size_t altstack_size;
     eco_t main;            /* the thread's own stack */
-    void *fdchunk_inline[ECO_FD_CHUNKS_INLINE];
+    struct eco_fds fds;    /* eco_socket.c */
 };
 
 /* This thread's runtime.  initial-exec: a plain %fs/tpidr load, no call. */
@@ -205,9 +290,6 @@ extern __thread struct eco_rt *eco__rt __attribute__((tls_model("initial-exec"))
  * record), switches to the stack to->sp and restores the state saved there.
  * Returns 0 when from is switched back to. */
 ECO_HIDDEN int eco_ctx_switch(eco_t *from, eco_t *to);
-/* The same switch, ending in a return the CPU's return stack can predict
- * when both sides stopped at the same call site (see the x86-64 file). */
-ECO_HIDDEN int eco_ctx_switch_ret(eco_t *from, eco_t *to);
 /* Prepares a fresh stack whose top is `top` (16-byte aligned) so that the
  * first eco_ctx_switch to co, with co->sp set to the returned pointer,
  * calls entry(co) with the alignment the ABI requires at a function's
@@ -225,9 +307,9 @@ ECO_HIDDEN int eco__yield_slow(void);
 ECO_HIDDEN void eco__asan_arrived(struct eco_rt *rt, void *fake);
 #endif
 
-/* A switch through sw, eco_ctx_switch or eco_ctx_switch_ret. */
-static inline __attribute__((always_inline)) void
-eco__switch_via(struct eco_rt *rt, eco_t *from, eco_t *to, int (*sw)(eco_t *, eco_t *))
+/* A switch with the sanitizers told. */
+static inline __attribute__((always_inline)) void eco__switch(struct eco_rt *rt, eco_t *from,
+                                                              eco_t *to)
 {
     (void)rt;
 #if defined(ECO_WITH_ASAN)
@@ -240,28 +322,24 @@ eco__switch_via(struct eco_rt *rt, eco_t *from, eco_t *to, int (*sw)(eco_t *, ec
 #if defined(ECO_WITH_TSAN)
     __tsan_switch_to_fiber(to->tsan_fiber, 0);
 #endif
-    sw(from, to);
+    eco_ctx_switch(from, to);
 #if defined(ECO_WITH_ASAN)
     eco__asan_arrived(rt, fake);
 #endif
 }
 
-static inline void eco__switch(struct eco_rt *rt, eco_t *from, eco_t *to)
+/* rt->current changes only in its own thread; the hog watchdog reads it
+ * from another (eco_dump.c), hence the relaxed store: a plain move. */
+static inline void eco__set_current(struct eco_rt *rt, eco_t *co)
 {
-    eco__switch_via(rt, from, to, eco_ctx_switch);
-}
-
-/* For eco__park's hand-over from one parked coroutine to the next. */
-static inline void eco__switch_ret(struct eco_rt *rt, eco_t *from, eco_t *to)
-{
-    eco__switch_via(rt, from, to, eco_ctx_switch_ret);
+    __atomic_store_n(&rt->current, co, __ATOMIC_RELAXED);
 }
 
 /* Switches from the running coroutine co back to its caller. */
 static inline void eco__switch_back(struct eco_rt *rt, eco_t *co)
 {
     eco_t *to = co->caller;
-    rt->current = to;
+    eco__set_current(rt, to);
     to->state = ECO_S_ACTIVE;
     eco__switch(rt, co, to);
 }
@@ -280,71 +358,171 @@ ECO_HIDDEN void eco__stack_trim(struct eco_rt *rt, size_t keep);
 ECO_HIDDEN void eco__stack_unmap(struct eco_rt *rt, eco_t *co);
 /* Frees the record slab; every record must have been unmapped. */
 ECO_HIDDEN void eco__slab_free(struct eco_rt *rt);
+/* Bytes of co's stack in use at its deepest so far, from the pages the
+ * kernel has committed (a pooled stack remembers earlier users'). */
+ECO_HIDDEN size_t eco__stack_used(const eco_t *co);
 /* Installs the overflow reporter (once per process) and an alternate signal
  * stack for this thread if it has none.  0, or -1 with errno. */
 ECO_HIDDEN int eco__overflow_setup(struct eco_rt *rt);
 ECO_HIDDEN void eco__overflow_teardown(struct eco_rt *rt);
 
-/* ---- parking and waking, for the blocking primitives (eco.c) ---- */
+/* ---- the runtime (eco.c) ---- */
 
-/* eco__park's deadline and run-queue hand-over, out of line; the running
- * coroutine is already marked parked. */
-ECO_HIDDEN int eco__park_slow(long timeout_ms);
+/* Registers a subsystem's hooks with rt; returns the bit to set in a
+ * coroutine's exit_hooks for at_exit, or -1 when the table is full. */
+ECO_HIDDEN int eco__hooks_add(struct eco_rt *rt, const struct eco_hooks *h);
+/* Appends co (woken, state PARKED) to the run queue. */
+ECO_HIDDEN void eco__runq_push(struct eco_rt *rt, eco_t *co);
+/* Resumes co (PARKED and woken) from the thread's own stack, the loop
+ * becoming its caller. */
+ECO_HIDDEN void eco__run(struct eco_rt *rt, eco_t *co);
+/* Parks co, the running coroutine, at the back of the run queue: a yield
+ * to the loop.  Returns 0 when it runs again. */
+ECO_HIDDEN int eco__yield_to_loop(struct eco_rt *rt, eco_t *co);
 
 /*
- * Parks the running coroutine until eco__wake (or, with a deadline, its
- * timer).  timeout_ms < 0: no deadline.  Returns the ECO_WAKE_* reason.
- * The caller must be a coroutine (check with eco__in_coroutine) and must
- * have put itself where a waker will find it.  Without a deadline, and with
- * no coroutine in the run queue to hand the turn to, parking is a plain
- * switch back to the caller, inlined: it leaves no frame of its own on the
- * parked stack, one cache line fewer for every wake-up to bring back.
+ * Asks co's runtime, from any thread, to wake co with `what`
+ * (ECO_WAKE_READY: the completion of a channel wait; ECO_WAKE_CANCEL:
+ * eco_cancel).  In co's own thread it acts at once.  From another thread
+ * it travels through a locked list and one eventfd write per burst; the
+ * request names co's id, so one that arrives after co has finished is
+ * dropped.  Returns 0, or -1 with ENOMEM (the request could not be queued).
  */
-static inline __attribute__((always_inline)) int eco__park(long timeout_ms)
+ECO_HIDDEN int eco__remote(eco_t *co, int what);
+/* Makes sure this runtime listens for requests from other threads.  0, or
+ * -1 with errno. */
+ECO_HIDDEN int eco__notify_add(struct eco_rt *rt);
+/* Waits until a request from another thread to wake co has been queued
+ * (eco_teardown, for a wait a peer has completed). */
+ECO_HIDDEN void eco__remote_await(eco_t *co);
+
+/* libeco's own events in the base, counted for eco_loop's deadlock check:
+ * every event_add and event_del of the library goes through these, with
+ * the flag that says whether ev is in the base.  0, or -1 with errno. */
+ECO_HIDDEN int eco__ev_add(struct eco_rt *rt, struct event *ev, const struct timeval *tv,
+                           unsigned char *added);
+ECO_HIDDEN void eco__ev_del(struct eco_rt *rt, struct event *ev, unsigned char *added);
+
+/* ---- waiting (eco_wait.c) ---- */
+
+/* CLOCK_MONOTONIC in nanoseconds: deadlines and timeouts. */
+static inline int64_t eco__now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* The same clock at the kernel's tick (a few ms), for a few ns: when a wait
+ * began, for eco_dump. */
+static inline int64_t eco__coarse_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* The deadline of a call bounded by ms milliseconds from now (ms < 0: no
+ * bound).  It passes once ms milliseconds have fully gone by. */
+static inline int64_t eco__deadline(long ms)
+{
+    return ms < 0 ? ECO_NEVER : eco__now_ns() + (int64_t)ms * 1000000;
+}
+
+/* Milliseconds left until deadline, rounded up (-1: never). */
+ECO_HIDDEN long eco__ms_left(int64_t deadline);
+
+/*
+ * Whether co's blocking calls must fail at once: 0 if not, else -1 with
+ * errno ECANCELED (eco_cancel) or ETIMEDOUT (its deadline has passed).
+ * Every blocking call checks it first.
+ */
+ECO_HIDDEN int eco__stopped(eco_t *co);
+static inline __attribute__((always_inline)) int eco__check_stop(eco_t *co)
+{
+    return ECO_UNLIKELY(co->stop != 0) ? eco__stopped(co) : 0;
+}
+
+/* The rest of eco__park, out of line: deadlines, the wake-up event, the
+ * hand-over to the next ready coroutine. */
+ECO_HIDDEN int eco__park_slow(struct eco_wait *w);
+
+/*
+ * Parks the running coroutine in wait w (w->ops, w->deadline set) until a
+ * wake-up; returns how the wait ended (ECO_WAKE_*).  The caller has made
+ * itself findable by its waker (queued on an fd, a channel...).  When the
+ * wait ends by TIMEOUT, DEADLINE, CANCEL or ERROR, w->ops->cancel has taken
+ * it out of its queue already; READY and CLOSED come from the waker, which
+ * unlinked it.  Without a bound, and with nothing else to see to, parking
+ * is a switch back to the caller, inlined: no frame of its own on the
+ * parked stack.
+ */
+static inline __attribute__((always_inline)) int eco__park(struct eco_wait *w)
 {
     struct eco_rt *rt = eco__rt;
     eco_t *co = rt->current;
     co->state = ECO_S_PARKED;
     co->wake = ECO_WAKE_NONE;
-    if (ECO_UNLIKELY(timeout_ms >= 0 || rt->runq_head != NULL))
-        return eco__park_slow(timeout_ms);
+    co->wait = w;
+    w->since = eco__coarse_ns();
+    if (ECO_UNLIKELY(w->deadline != ECO_NEVER || co->stop != 0 || rt->runq_head != NULL ||
+                     !rt->notify_added))
+        return eco__park_slow(w);
+    rt->sourced += w->ops->sourced;
     eco__switch_back(rt, co);
+    rt->sourced -= w->ops->sourced;
+    co->wait = NULL;
     return co->wake;
 }
-/* Wakes a parked coroutine of this thread with a reason; later wakes of the
- * same parking are ignored.  It runs from the ready queue, in FIFO order. */
-ECO_HIDDEN void eco__wake(eco_t *co, int reason);
-/* Like eco__wake but resumes co at once when called on the thread's own
- * stack (from a libevent callback); falls back to eco__wake otherwise. */
-ECO_HIDDEN void eco__wake_now(eco_t *co, int reason);
 
 /*
- * Signals co from any thread: in co's own thread, sets co->signaled and wakes
- * co if it is parked.  From another thread the signal travels through co's
- * runtime (a locked list and one eventfd write per burst), so the waiter
- * must keep co alive and parked until it sees co->signaled:
- *     co->signaled = 0; <make co findable by signalers>;
- *     eco__signal_prepare();
- *     while (!co->signaled) eco__park(...);   (re-check after a timeout)
- * Returns 0, or -1 with ENOMEM (the signal could not be queued).
+ * Ends co's wait with reason (the first reason wins; later ones, and wakes
+ * of a coroutine not parked in a wait, are ignored).  now: resume co at
+ * once when called on the thread's own stack (from a libevent callback);
+ * otherwise, and always when now is 0, co goes to the back of the run
+ * queue.  The caller has taken co out of its queue.
  */
-ECO_HIDDEN int eco__signal(eco_t *co);
-/* Makes sure this runtime listens for signals from other threads.  Called by
- * a coroutine before it parks waiting for eco__signal.  0, or -1 with errno. */
-ECO_HIDDEN int eco__signal_prepare(void);
+ECO_HIDDEN void eco__wake(eco_t *co, int reason, int now);
 
-/* CLOCK_MONOTONIC in milliseconds: deadlines of sleeps and timeouts. */
-static inline long eco__now_ms(void)
+/* Ends co's wait if it is parked in one and not yet woken: the kind's
+ * cancel hook unlinks it, then it wakes with reason (now: as eco__wake).
+ * Returns 1 when it did. */
+ECO_HIDDEN int eco__end_wait(eco_t *co, int reason, int now);
+/* -1 with the errno for a wait that ended with why (not READY). */
+ECO_HIDDEN int eco__wait_fail(int why);
+/* eco_teardown: co's wait, if any, lets go of its queue and its timer. */
+ECO_HIDDEN void eco__abandon(eco_t *co);
+
+/* ---- observing (eco_dump.c) ---- */
+
+/* Stops watching rt for hogs (eco_teardown). */
+ECO_HIDDEN void eco__hog_forget(struct eco_rt *rt);
+
+/* Sets errno to EPERM and returns -1, out of line. */
+ECO_HIDDEN int eco__eperm(void);
+
+/* The running coroutine, or NULL outside any coroutine. */
+static inline eco_t *eco__in_coroutine(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    struct eco_rt *rt = eco__rt;
+    if (ECO_LIKELY(rt != NULL && rt->current != &rt->main))
+        return rt->current;
+    return NULL;
 }
 
-/* Frees the per-fd state of eco_socket.c (eco_teardown). */
-ECO_HIDDEN void eco__fd_teardown(struct eco_rt *rt);
-/* Releases every fd direction co still holds (co has returned). */
-ECO_HIDDEN void eco__fd_release(eco_t *co);
+/* The running coroutine if it may block: NULL with errno EPERM outside a
+ * coroutine, or ECANCELED / ETIMEDOUT when it has been stopped. */
+static inline __attribute__((always_inline)) eco_t *eco__blocking(void)
+{
+    eco_t *co = eco__in_coroutine();
+    if (ECO_UNLIKELY(co == NULL)) {
+        eco__eperm();
+        return NULL;
+    }
+    if (ECO_UNLIKELY(eco__check_stop(co) != 0))
+        return NULL;
+    return co;
+}
 
 /* The stack pointer here, to prefetch later: near the line the switch
  * will resume from if the caller parks now. */
@@ -359,15 +537,6 @@ static inline __attribute__((always_inline)) void *eco__sp(void)
     sp = __builtin_frame_address(0);
 #endif
     return sp;
-}
-
-/* The running coroutine, or NULL (errno EPERM) outside any coroutine. */
-static inline eco_t *eco__in_coroutine(void)
-{
-    struct eco_rt *rt = eco__rt;
-    if (ECO_LIKELY(rt != NULL && rt->current != &rt->main))
-        return rt->current;
-    return NULL;
 }
 
 #endif /* ECO_INTERNAL_H */

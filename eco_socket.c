@@ -19,6 +19,14 @@
  * One readiness wakes one waiter (the head).  A waiter whose call then
  * succeeds, with the fd still ready, wakes the next one: no thundering herd,
  * and no wake-up lost between waiters that share an fd.
+ *
+ * Every wait here is a wait record of eco_wait.c: io waits (read, write,
+ * accept, connect) and lock waits sit in their fd's queues, poll waits in
+ * the pollers list of each fd they watch, so that eco_close reaches them
+ * all.  The runtime's part of the table is struct eco_fds (eco_internal.h),
+ * and the hooks below release what a returning coroutine still holds, drop
+ * idle events when the last coroutine is done, and free it all at
+ * teardown.
  */
 #define _GNU_SOURCE
 #include "eco_internal.h"
@@ -27,6 +35,7 @@
 #include <event2/event.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -70,6 +79,8 @@ struct dir_cold {
     long timeout_ms;     /* bound on each call; -1: none */
 };
 
+struct pollnode;
+
 /*
  * The first cache line holds all a call and a wake-up touch when nobody
  * times out or locks; the read event starts on the third.  At a thousand
@@ -87,8 +98,9 @@ struct fdstate {
      * this one (a proxy's other fd), or NULL: the wake-up prefetches it. */
     struct fdstate *peer;
     _Alignas(64) struct eco_rt *rt;
-    int fd;                /* for arm(); the calls carry theirs (struct op) */
+    int fd;
     struct dir_cold c[2];
+    struct pollnode *pollers; /* eco_poll calls watching this fd */
 };
 _Static_assert(offsetof(struct fdstate, rt) == 64, "the hot part is one cache line");
 
@@ -98,8 +110,9 @@ struct call {
     struct fdstate *f;
     unsigned gen;
     int dir;
-    long deadline; /* CLOCK_MONOTONIC ms; -2 until the first park */
+    int64_t deadline; /* CLOCK_MONOTONIC ns; UNSET until the first park */
 };
+#define UNSET (-1)
 
 /* ---- queues ---- */
 
@@ -143,14 +156,55 @@ static eco_t *q_pop(struct queue *q)
     return co;
 }
 
+/* ---- the wait records ---- */
+
+/* An io wait (read, write, accept, connect) or a lock wait: the fd's entry
+ * is all its hook needs; the kind says the rest. */
+struct fd_wait {
+    struct eco_wait w;
+    struct fdstate *f;
+};
+
+struct fd_ops {
+    struct eco_wait_ops ops;
+    const char *verb;
+    int dir;
+    int lock;              /* a lock wait, not an io wait */
+};
+
+static void fd_describe(const struct eco_wait *w, char *buf, size_t n)
+{
+    const struct fd_ops *o = (const struct fd_ops *)w->ops;
+    const struct fdstate *f = ((const struct fd_wait *)w)->f;
+    if (o->lock)
+        snprintf(buf, n, "lock fd %d %s", f->fd, o->dir == RD ? "read" : "write");
+    else
+        snprintf(buf, n, "%s fd %d", o->verb, f->fd);
+}
+
+static int fd_cancel(eco_t *co, struct eco_wait *w)
+{
+    const struct fd_ops *o = (const struct fd_ops *)w->ops;
+    struct fdstate *f = ((struct fd_wait *)w)->f;
+    if (co->queued)
+        q_unlink(o->lock ? &f->c[o->dir].lock : &f->d[o->dir].io, co);
+    return 1;
+}
+
+#define FD_OPS(verb, dir, lock) {{fd_describe, fd_cancel, !(lock)}, verb, dir, lock}
+static const struct fd_ops read_ops = FD_OPS("read", RD, 0);
+static const struct fd_ops write_ops = FD_OPS("write", WR, 0);
+static const struct fd_ops accept_ops = FD_OPS("accept", RD, 0);
+static const struct fd_ops connect_ops = FD_OPS("connect", WR, 0);
+static const struct fd_ops lock_ops[2] = {FD_OPS("lock", RD, 1), FD_OPS("lock", WR, 1)};
+
 /* ---- the fd table ---- */
 
 static void dir_reset(struct fdstate *f, int dir)
 {
     struct dir *d = &f->d[dir];
     struct dir_cold *c = &f->c[dir];
-    if (d->armed)
-        event_del(c->ev);
+    eco__ev_del(f->rt, c->ev, &d->armed);
     memset(d, 0, sizeof *d);
     d->ready = 1;
     c->owner = NULL;
@@ -158,25 +212,30 @@ static void dir_reset(struct fdstate *f, int dir)
     c->timeout_ms = -1;
 }
 
-/* libeco holds something for the fd: it was checked, or an event is in. */
+/* libeco holds something for the fd: it was checked, an event is in, or
+ * an eco_poll watches it. */
 static int fd_in_use(const struct fdstate *f)
 {
-    return f->open || f->d[RD].armed || f->d[WR].armed;
+    return f->open || f->d[RD].armed || f->d[WR].armed || f->pollers != NULL;
 }
 
-/* Wakes everything parked on f with ECO_WAKE_CLOSED and forgets the fd: the
- * number may come back as a new file. */
+static void pollers_drop(struct fdstate *f);
+
+/* Wakes everything parked on f with ECO_WAKE_CLOSED (pollers see the fd
+ * closed when they look again) and forgets the fd: the number may come
+ * back as a new file. */
 static void fd_drop(struct fdstate *f)
 {
     f->gen++;
     for (int i = 0; i < 2; i++) {
         eco_t *w;
         while ((w = q_pop(&f->d[i].io)) != NULL)
-            eco__wake(w, ECO_WAKE_CLOSED);
+            eco__wake(w, ECO_WAKE_CLOSED, 0);
         while ((w = q_pop(&f->c[i].lock)) != NULL)
-            eco__wake(w, ECO_WAKE_CLOSED);
+            eco__wake(w, ECO_WAKE_CLOSED, 0);
         dir_reset(f, i);
     }
+    pollers_drop(f);
     f->open = 0;
     f->peer = NULL;
 }
@@ -185,9 +244,9 @@ static void fd_drop(struct fdstate *f)
 ECO_INLINE struct fdstate *fd_at(const struct eco_rt *rt, int fd)
 {
     size_t i = (size_t)fd / ECO_FD_CHUNK;
-    if (ECO_UNLIKELY(fd < 0 || i >= rt->fdchunk_n || rt->fdchunk[i] == NULL))
+    if (ECO_UNLIKELY(fd < 0 || i >= rt->fds.chunk_n || rt->fds.chunk[i] == NULL))
         return NULL;
-    return (struct fdstate *)((char *)rt->fdchunk[i] + (size_t)fd % ECO_FD_CHUNK * rt->fd_entry);
+    return (struct fdstate *)((char *)rt->fds.chunk[i] + (size_t)fd % ECO_FD_CHUNK * rt->fds.entry);
 }
 
 /* fd's entry if libeco has set it up, else NULL. */
@@ -201,9 +260,9 @@ static struct fdstate *fd_known(const struct eco_rt *rt, int fd)
  * never made), or NULL at the end; *pos moves past it. */
 static struct fdstate *fd_next(const struct eco_rt *rt, size_t *pos)
 {
-    while (*pos < rt->fdchunk_n * ECO_FD_CHUNK) {
+    while (*pos < rt->fds.chunk_n * ECO_FD_CHUNK) {
         size_t i = *pos / ECO_FD_CHUNK;
-        if (rt->fdchunk[i] == NULL) {
+        if (rt->fds.chunk[i] == NULL) {
             *pos = (i + 1) * ECO_FD_CHUNK;
             continue;
         }
@@ -214,12 +273,67 @@ static struct fdstate *fd_next(const struct eco_rt *rt, size_t *pos)
     return NULL;
 }
 
-/* Room in the chunk table for chunk i.  0, or -1 with errno. */
+static void unlock_dir(struct fdstate *f, int dir);
+
+/* A coroutine returned holding directions: they go to the next in line. */
+static void fd_at_exit(eco_t *co)
+{
+    size_t pos = 0;
+    struct fdstate *f;
+    while (co->fd_holds != 0 && (f = fd_next(co->rt, &pos)) != NULL)
+        for (int dir = RD; dir <= WR; dir++)
+            if (f->c[dir].owner == co)
+                unlock_dir(f, dir);
+    co->fd_holds = 0;
+}
+
+/* The last coroutine is done: read events kept for the next read go, so
+ * that the base can run dry. */
+static void fd_at_quiet(struct eco_rt *rt)
+{
+    size_t pos = 0;
+    struct fdstate *f;
+    while ((f = fd_next(rt, &pos)) != NULL)
+        for (int dir = RD; dir <= WR; dir++)
+            if (f->d[dir].io.head == NULL && !f->d[dir].baton)
+                eco__ev_del(rt, f->c[dir].ev, &f->d[dir].armed);
+}
+
+static void fd_at_teardown(struct eco_rt *rt)
+{
+    size_t pos = 0;
+    struct fdstate *f;
+    while ((f = fd_next(rt, &pos)) != NULL)
+        for (int d = 0; d < 2; d++)
+            eco__ev_del(rt, f->c[d].ev, &f->d[d].armed);
+    for (size_t i = 0; i < rt->fds.chunk_n; i++)
+        free(rt->fds.chunk[i]);
+    if (rt->fds.chunk != rt->fds.chunk_inline)
+        free(rt->fds.chunk);
+    memset(&rt->fds, 0, sizeof rt->fds);
+}
+
+static const struct eco_hooks fd_hooks = {fd_at_exit, fd_at_teardown, fd_at_quiet};
+
+/* Room in the chunk table for chunk i, the table set up on first use.  0,
+ * or -1 with errno. */
 static int chunks_reach(struct eco_rt *rt, size_t i)
 {
-    if (i < rt->fdchunk_n)
+    struct eco_fds *t = &rt->fds;
+    if (!t->hooked) {
+        int bit = eco__hooks_add(rt, &fd_hooks);
+        if (bit < 0) {
+            errno = ENOMEM;
+            return -1;
+        }
+        t->hook_bit = (unsigned char)bit;
+        t->hooked = 1;
+        t->chunk = t->chunk_inline;
+        t->chunk_n = ECO_FD_CHUNKS_INLINE;
+    }
+    if (i < t->chunk_n)
         return 0;
-    size_t n = rt->fdchunk_n;
+    size_t n = t->chunk_n;
     while (n <= i)
         n *= 2;
     void **grown = malloc(n * sizeof *grown);
@@ -227,12 +341,12 @@ static int chunks_reach(struct eco_rt *rt, size_t i)
         errno = ENOMEM;
         return -1;
     }
-    memcpy(grown, rt->fdchunk, rt->fdchunk_n * sizeof *grown);
-    memset(grown + rt->fdchunk_n, 0, (n - rt->fdchunk_n) * sizeof *grown);
-    if (rt->fdchunk != rt->fdchunk_inline)
-        free(rt->fdchunk);
-    rt->fdchunk = grown;
-    rt->fdchunk_n = n;
+    memcpy(grown, t->chunk, t->chunk_n * sizeof *grown);
+    memset(grown + t->chunk_n, 0, (n - t->chunk_n) * sizeof *grown);
+    if (t->chunk != t->chunk_inline)
+        free(t->chunk);
+    t->chunk = grown;
+    t->chunk_n = n;
     return 0;
 }
 
@@ -246,21 +360,21 @@ static struct fdstate *fd_slot(struct eco_rt *rt, int fd)
     /* Cache-line aligned, each event on lines of its own. */
     size_t head = (sizeof(struct fdstate) + 63) & ~(size_t)63;
     size_t evsize = (event_get_struct_event_size() + 63) & ~(size_t)63;
-    if (rt->fd_entry == 0)
-        rt->fd_entry = head + 2 * evsize;
+    if (rt->fds.entry == 0)
+        rt->fds.entry = head + 2 * evsize;
     size_t i = (size_t)fd / ECO_FD_CHUNK;
     if (chunks_reach(rt, i) < 0)
         return NULL;
-    if (rt->fdchunk[i] == NULL) {
+    if (rt->fds.chunk[i] == NULL) {
         /* A chunk is a page when the entries fit, as with libevent 2.1. */
-        size_t bytes = (ECO_FD_CHUNK * rt->fd_entry + 4095) & ~(size_t)4095;
+        size_t bytes = (ECO_FD_CHUNK * rt->fds.entry + 4095) & ~(size_t)4095;
         void *chunk = aligned_alloc(4096, bytes);
         if (chunk == NULL) {
             errno = ENOMEM;
             return NULL;
         }
         memset(chunk, 0, bytes);
-        rt->fdchunk[i] = chunk;
+        rt->fds.chunk[i] = chunk;
     }
     struct fdstate *f = fd_at(rt, fd);
     if (f->rt == NULL) {
@@ -322,22 +436,6 @@ static void fd_fresh(struct eco_rt *rt, int fd, int stream)
     f->open = 1;
 }
 
-void eco__fd_teardown(struct eco_rt *rt)
-{
-    size_t pos = 0;
-    struct fdstate *f;
-    while ((f = fd_next(rt, &pos)) != NULL)
-        for (int d = 0; d < 2; d++)
-            if (f->d[d].armed)
-                event_del(f->c[d].ev);
-    for (size_t i = 0; i < rt->fdchunk_n; i++)
-        free(rt->fdchunk[i]);
-    if (rt->fdchunk != rt->fdchunk_inline)
-        free(rt->fdchunk);
-    rt->fdchunk = rt->fdchunk_inline;
-    rt->fdchunk_n = 0;
-}
-
 /* ---- readiness ---- */
 
 static void pass_on(struct dir *d, int now);
@@ -353,14 +451,11 @@ ECO_INLINE void kick(struct fdstate *f, int dir, int now)
     pass_on(d, now);
 }
 
-static __attribute__((noinline)) ECO_HOT(2) void pass_on(struct dir *d, int now)
+static __attribute__((noinline)) void pass_on(struct dir *d, int now)
 {
     eco_t *w = q_pop(&d->io);
     d->baton = 1;
-    if (now)
-        eco__wake_now(w, ECO_WAKE_READY);
-    else
-        eco__wake(w, ECO_WAKE_READY);
+    eco__wake(w, ECO_WAKE_READY, now);
 }
 
 /* The lines a wake-up of d's head is about to need, loaded in parallel:
@@ -384,7 +479,7 @@ ECO_INLINE void prefetch_peer(const struct fdstate *f)
         __builtin_prefetch(f->peer);
 }
 
-static ECO_HOT(2) void rd_cb(evutil_socket_t fd, short what, void *arg)
+static void rd_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct fdstate *f = arg;
     struct dir *d = &f->d[RD];
@@ -396,14 +491,13 @@ static ECO_HOT(2) void rd_cb(evutil_socket_t fd, short what, void *arg)
     if (d->io.head == NULL && !d->baton) {
         /* Nobody reads now: stop the level-triggered event from firing on
          * every pass; the next wait adds it back. */
-        event_del(f->c[RD].ev);
-        d->armed = 0;
+        eco__ev_del(f->rt, f->c[RD].ev, &d->armed);
         return;
     }
     kick(f, RD, 1);
 }
 
-static ECO_HOT(2) void wr_cb(evutil_socket_t fd, short what, void *arg)
+static void wr_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct fdstate *f = arg;
     struct dir *d = &f->d[WR];
@@ -412,23 +506,21 @@ static ECO_HOT(2) void wr_cb(evutil_socket_t fd, short what, void *arg)
     prefetch_head(d);
     d->ready = 1;
     /* Writers wait only while the send buffer is full: watch only then. */
-    event_del(f->c[WR].ev);
-    d->armed = 0;
+    eco__ev_del(f->rt, f->c[WR].ev, &d->armed);
     kick(f, WR, 1);
 }
 
-/* Milliseconds the call may still park: -1 without a timeout.  Inline, so
- * that io_wait, flattened into the calls, does not take c's address: that
- * would keep the whole call in memory, on lines a wake-up has to load. */
-ECO_INLINE long remaining(struct call *c)
+/* The deadline of c in its fd's direction, fixed at its first wait so
+ * that waiting again does not extend it.  Inline, so that io_wait,
+ * flattened into the calls, does not take c's address: that would keep
+ * the whole call in memory, on lines a wake-up has to load. */
+ECO_INLINE int64_t call_deadline(struct call *c)
 {
     if (!c->f->d[c->dir].timed)
-        return -1;
-    long t = c->f->c[c->dir].timeout_ms;
-    long now = eco__now_ms();
-    if (c->deadline == -2)
-        c->deadline = now + t;
-    return c->deadline > now ? c->deadline - now : 0;
+        return ECO_NEVER;
+    if (c->deadline == UNSET)
+        c->deadline = eco__deadline(c->f->c[c->dir].timeout_ms);
+    return c->deadline;
 }
 
 /* Assigns and adds dir's event, the first time or after rd_cb/wr_cb took
@@ -440,65 +532,50 @@ static ECO_COLD int arm(struct fdstate *f, int dir)
         event_assign(ev, f->rt->base, f->fd, EV_READ | EV_PERSIST, rd_cb, f);
     else
         event_assign(ev, f->rt->base, f->fd, EV_WRITE | EV_PERSIST, wr_cb, f);
-    errno = 0;
-    if (event_add(ev, NULL) != 0) {
-        if (errno == 0)
-            errno = EIO;
-        return -1;
-    }
-    f->d[dir].armed = 1;
-    return 0;
+    return eco__ev_add(f->rt, ev, NULL, &f->d[dir].armed);
 }
 
 /* Parks c's coroutine until its fd is ready in c->dir.  front: it was woken
  * and found nothing, so it keeps its place at the head.  0: try again; -1
- * with errno ETIMEDOUT, EBADF (closed meanwhile) or what the event add
- * reported.
+ * with errno ETIMEDOUT, ECANCELED, EBADF (closed meanwhile), ENOMEM or what
+ * the event add reported.
  *
  * Flattened into the calls, like run_op: a frame of its own would sit
  * between the call's frame and the switch, one or two more cache lines
  * for every wake-up to come back through.  timed: 0 when the caller has
  * seen to it that the fd has no timeout (the fast path). */
-ECO_INLINE int io_wait(struct call *c, int front, int timed)
+ECO_INLINE int io_wait(struct call *c, int front, int timed, const struct fd_ops *ops)
 {
     struct fdstate *f = c->f;
     struct dir *d = &f->d[c->dir];
     if (ECO_UNLIKELY(!d->armed) && arm(f, c->dir) < 0)
         return -1;
-    long t = -1;
-    if (timed && ECO_UNLIKELY(d->timed)) {
-        t = remaining(c);
-        if (t == 0) {
-            errno = ETIMEDOUT;
-            return -1;
-        }
-    }
-    eco_t *w = c->co;
+    struct fd_wait w = {.w = {.ops = &ops->ops, .deadline = ECO_NEVER}, .f = f};
+    if (timed && ECO_UNLIKELY(d->timed))
+        w.w.deadline = call_deadline(c);
+    eco_t *co = c->co;
     if (front || d->io.head == NULL) {
         d->head_sp = eco__sp();
         if (c->dir == RD) {
-            struct fdstate *p = eco__rt->last_write;
+            struct fdstate *p = co->rt->fds.last_write;
             f->peer = p != f ? p : NULL;
         }
     }
-    q_push(&d->io, w, front);
+    q_push(&d->io, co, front);
     kick(f, c->dir, 0);
-    int why = eco__park(t);
-    if (f->gen != c->gen) {
+    int why = eco__park(&w.w);
+    if (ECO_UNLIKELY(f->gen != c->gen)) {
         errno = EBADF;
         return -1;
     }
-    if (w->queued) {
-        q_unlink(&d->io, w);
-    } else {
-        d->baton = 0; /* we were handed readiness, whatever woke us first */
+    if (ECO_LIKELY(why == ECO_WAKE_READY)) {
+        f->d[c->dir].baton = 0; /* we were handed readiness */
+        return 0;
     }
-    if (why == ECO_WAKE_TIMEOUT) {
-        kick(f, c->dir, 0);
-        errno = ETIMEDOUT;
-        return -1;
-    }
-    return 0;
+    /* Timed out, cancelled: out of the queue already; pass the readiness
+     * on if it came meanwhile. */
+    kick(f, c->dir, 0);
+    return eco__wait_fail(why);
 }
 
 /* ---- the direction lock ---- */
@@ -506,31 +583,22 @@ ECO_INLINE int io_wait(struct call *c, int front, int timed)
 /* Makes c's coroutine the owner of c->dir, waiting in FIFO order. */
 static int lock_dir(struct call *c)
 {
-    struct dir *d = &c->f->d[c->dir];
+    struct fdstate *f = c->f;
+    struct dir *d = &f->d[c->dir];
     if (!d->held) {
         d->held = 1;
-        c->f->c[c->dir].owner = c->co;
+        f->c[c->dir].owner = c->co;
         return 0;
     }
-    long t = remaining(c);
-    if (t == 0) {
-        errno = ETIMEDOUT;
-        return -1;
-    }
-    eco_t *w = c->co;
-    struct queue *lq = &c->f->c[c->dir].lock;
-    q_push(lq, w, 0);
-    eco__park(t);
-    if (c->f->gen != c->gen) {
+    struct fd_wait w = {.w = {.ops = &lock_ops[c->dir].ops, .deadline = call_deadline(c)},
+                        .f = f};
+    q_push(&f->c[c->dir].lock, c->co, 0);
+    int why = eco__park(&w.w);
+    if (f->gen != c->gen) {
         errno = EBADF;
         return -1;
     }
-    if (w->queued) {
-        q_unlink(lq, w);
-        errno = ETIMEDOUT;
-        return -1;
-    }
-    return 0; /* unlock_dir made us the owner */
+    return why == ECO_WAKE_READY ? 0 : eco__wait_fail(why); /* READY: unlock_dir made us owner */
 }
 
 static void unlock_dir(struct fdstate *f, int dir)
@@ -539,7 +607,7 @@ static void unlock_dir(struct fdstate *f, int dir)
     f->c[dir].owner = w;
     f->d[dir].held = w != NULL;
     if (w != NULL)
-        eco__wake(w, ECO_WAKE_READY);
+        eco__wake(w, ECO_WAKE_READY, 0);
 }
 
 /* ---- the calls ---- */
@@ -562,6 +630,14 @@ struct op {
     socklen_t tolen;
     struct msghdr *msg;
 };
+
+/* The kind of wait an op parks in. */
+ECO_INLINE const struct fd_ops *op_wait(enum op_kind kind)
+{
+    if (kind == OP_ACCEPT)
+        return &accept_ops;
+    return kind < OP_ACCEPT ? &read_ops : &write_ops;
+}
 
 ECO_INLINE ssize_t do_op(struct fdstate *f, const struct op *o)
 {
@@ -642,7 +718,7 @@ ECO_INLINE ssize_t run_op(struct call *c, const struct op *o, size_t want, int w
             if (errno != EAGAIN && errno != EWOULDBLOCK)
                 return -1;
         }
-        if (io_wait(c, woken, !fast) < 0)
+        if (io_wait(c, woken, !fast, op_wait(o->kind)) < 0)
             return -1;
         d = &f->d[c->dir];
         woken = 1;
@@ -653,24 +729,23 @@ ECO_INLINE ssize_t run_op(struct call *c, const struct op *o, size_t want, int w
     return n;
 }
 
-/* Starts a blocking call on fd in dir; NULL with errno if it cannot. */
+/* Starts a blocking call on fd in dir: -1 with errno if it cannot (not in
+ * a coroutine, stopped, a bad fd). */
 ECO_INLINE int call_start(struct call *c, int fd, int dir)
 {
-    eco_t *co = eco__in_coroutine();
-    if (ECO_UNLIKELY(co == NULL)) {
-        errno = EPERM;
+    eco_t *co = eco__blocking();
+    if (ECO_UNLIKELY(co == NULL))
         return -1;
-    }
     struct fdstate *f = fd_get(co->rt, fd);
     if (ECO_UNLIKELY(f == NULL))
         return -1;
     if (dir == WR)
-        co->rt->last_write = f;
+        co->rt->fds.last_write = f;
     c->co = co;
     c->f = f;
     c->gen = f->gen;
     c->dir = dir;
-    c->deadline = -2;
+    c->deadline = UNSET;
     return 0;
 }
 
@@ -688,7 +763,7 @@ ECO_INLINE ssize_t call_run(struct call *c, const struct op *o, size_t want, int
     if (fast)
         return io_slow(o->fd, o->kind, o->buf, o->len, o->flags, woken);
     /* Through a copy: lock_dir is out of line, and c's address passed to
-     * it would keep the whole call in memory (see remaining). */
+     * it would keep the whole call in memory (see call_deadline). */
     struct call tmp = *c;
     int r = lock_dir(&tmp);
     c->deadline = tmp.deadline;
@@ -722,12 +797,11 @@ static int recv_drains(int flags)
  * read, recv, write and send take a fast path (io_call with fast = 1) for
  * the usual case, an fd without a timeout in a direction nobody holds.
  * Everything it keeps across a park then fits in registers, which the
- * switch saves in the coroutine record: the parked stack holds only the
- * call's pushed registers and return address, so a wake-up brings back one
- * or two cache lines of it.  The rest (timeouts, locked directions) needs
+ * switch saves in the coroutine record: the parked stack holds the call's
+ * pushed registers, its return address and its wait record, so a wake-up
+ * brings back little of it.  The rest (timeouts, locked directions) needs
  * the call in memory and runs here, out of line, entered with plain
- * arguments so that the fast path keeps no frame for it.  Not ECO_COLD:
- * with the paths to it cold, gcc gave eco_read a 40-byte frame, not 24.
+ * arguments so that the fast path keeps no frame for it.
  */
 static __attribute__((noinline)) ssize_t io_slow(int fd, enum op_kind kind, void *buf, size_t len,
                                                  int flags, int woken)
@@ -776,7 +850,7 @@ static ECO_COLD ssize_t full_slow(int fd, int dir, char *buf, size_t n, size_t d
 {
     struct call c;
     if (call_start(&c, fd, dir) < 0)
-        return -1;
+        return done > 0 ? (ssize_t)done : -1;
     int took = 0;
     if (c.f->c[dir].owner != c.co) {
         if (lock_dir(&c) < 0)
@@ -835,19 +909,19 @@ ECO_INLINE ssize_t full_call(int fd, int dir, char *buf, size_t n)
     return full_slow(fd, dir, buf, n, done);
 }
 
-ECO_HOT(2) ssize_t eco_read_full(int fd, void *buf, size_t n)
+ssize_t eco_read_full(int fd, void *buf, size_t n)
 {
     return full_call(fd, RD, buf, n);
 }
 
-ECO_HOT(2) ssize_t eco_write_full(int fd, const void *buf, size_t n)
+ssize_t eco_write_full(int fd, const void *buf, size_t n)
 {
     return full_call(fd, WR, (char *)buf, n);
 }
 
 /* ---- the wrappers ---- */
 
-ECO_HOT(2) ssize_t eco_read(int fd, void *buf, size_t len)
+ssize_t eco_read(int fd, void *buf, size_t len)
 {
     if (bad_buf(buf, len))
         return -1;
@@ -863,7 +937,7 @@ ssize_t eco_readv(int fd, const struct iovec *iov, int iovcnt)
     return io_call(fd, RD, &o, iov_total(iov, iovcnt), 0);
 }
 
-ECO_HOT(3) ssize_t eco_recv(int fd, void *buf, size_t len, int flags)
+ssize_t eco_recv(int fd, void *buf, size_t len, int flags)
 {
     if (bad_buf(buf, len))
         return -1;
@@ -896,7 +970,7 @@ ssize_t eco_recvmsg(int fd, struct msghdr *msg, int flags)
     return io_call(fd, RD, &o, want, 0);
 }
 
-ECO_HOT(3) ssize_t eco_write(int fd, const void *buf, size_t len)
+ssize_t eco_write(int fd, const void *buf, size_t len)
 {
     if (bad_buf(buf, len))
         return -1;
@@ -912,7 +986,7 @@ ssize_t eco_writev(int fd, const struct iovec *iov, int iovcnt)
     return io_call(fd, WR, &o, iov_total(iov, iovcnt), 0);
 }
 
-ECO_HOT(3) ssize_t eco_send(int fd, const void *buf, size_t len, int flags)
+ssize_t eco_send(int fd, const void *buf, size_t len, int flags)
 {
     if (bad_buf(buf, len))
         return -1;
@@ -983,7 +1057,7 @@ int eco_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
     int err = 0;
     socklen_t len = sizeof err;
     do {
-        if (io_wait(&c, 0, 1) < 0)
+        if (io_wait(&c, 0, 1, &connect_ops) < 0)
             return -1;
         if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
             return -1;
@@ -1029,10 +1103,8 @@ static int bad_how(int how)
 int eco_fd_timeout(int fd, int how, long ms)
 {
     struct eco_rt *rt = eco__rt;
-    if (rt == NULL) {
-        errno = EPERM;
-        return -1;
-    }
+    if (rt == NULL)
+        return eco__eperm();
     if (bad_how(how))
         return -1;
     struct fdstate *f = fd_get(rt, fd);
@@ -1048,11 +1120,18 @@ int eco_fd_timeout(int fd, int how, long ms)
 }
 
 /* One direction fewer held by co.  A count that saturated stays put: the
- * scan when co returns (eco__fd_release) finds what is really held. */
+ * scan when co returns (fd_at_exit) finds what is really held. */
 static void held_less(eco_t *co)
 {
     if (co->fd_holds > 0 && co->fd_holds < UCHAR_MAX)
         co->fd_holds--;
+}
+
+static void held_more(eco_t *co)
+{
+    if (co->fd_holds < UCHAR_MAX)
+        co->fd_holds++;
+    co->exit_hooks |= (unsigned char)(1u << co->rt->fds.hook_bit);
 }
 
 int eco_fd_lock(int fd, int how)
@@ -1074,6 +1153,7 @@ int eco_fd_lock(int fd, int how)
         if (!(how & (dir == RD ? ECO_RD : ECO_WR)))
             continue;
         c.dir = dir;
+        c.deadline = UNSET;
         if (lock_dir(&c) < 0) {
             int err = errno;
             if (dir == WR && (how & ECO_RD) && c.f->gen == c.gen) {
@@ -1083,8 +1163,7 @@ int eco_fd_lock(int fd, int how)
             errno = err;
             return -1;
         }
-        if (c.co->fd_holds < UCHAR_MAX)
-            c.co->fd_holds++;
+        held_more(c.co);
     }
     return 0;
 }
@@ -1094,10 +1173,8 @@ int eco_fd_unlock(int fd, int how)
     if (bad_how(how))
         return -1;
     eco_t *co = eco__in_coroutine();
-    if (co == NULL) {
-        errno = EPERM;
-        return -1;
-    }
+    if (co == NULL)
+        return eco__eperm();
     struct eco_rt *rt = co->rt;
     struct fdstate *f = fd_known(rt, fd);
     for (int dir = RD; dir <= WR; dir++) {
@@ -1115,13 +1192,158 @@ int eco_fd_unlock(int fd, int how)
     return 0;
 }
 
-void eco__fd_release(eco_t *co)
+/* ---- poll ---- */
+
+/* One fd of an eco_poll call: its event, and its place in the fd's list of
+ * pollers, where eco_close finds it. */
+struct pollnode {
+    struct pollnode *prev, *next;
+    struct fdstate *f;     /* NULL: not linked (a negative fd) */
+    struct event *ev;
+    eco_t *co;
+    unsigned char added;
+};
+
+struct poll_wait {
+    struct eco_wait w;
+    struct pollnode *nodes;
+    nfds_t n;
+};
+
+static void poll_describe(const struct eco_wait *w, char *buf, size_t n)
 {
-    size_t pos = 0;
-    struct fdstate *f;
-    while ((f = fd_next(co->rt, &pos)) != NULL)
-        for (int dir = RD; dir <= WR; dir++)
-            if (f->c[dir].owner == co)
-                unlock_dir(f, dir);
-    co->fd_holds = 0;
+    snprintf(buf, n, "poll %lu fds", (unsigned long)((const struct poll_wait *)w)->n);
+}
+
+static void poll_unlink(struct pollnode *p);
+
+static int poll_cancel(eco_t *co, struct eco_wait *w)
+{
+    const struct poll_wait *pw = (const struct poll_wait *)w;
+    (void)co;
+    for (nfds_t i = 0; i < pw->n; i++)
+        poll_unlink(&pw->nodes[i]);
+    return 1;
+}
+
+static const struct eco_wait_ops poll_ops = {poll_describe, poll_cancel, 1};
+
+static void poll_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    eco__wake(arg, ECO_WAKE_READY, 1);
+}
+
+static void poll_unlink(struct pollnode *p)
+{
+    if (p->f == NULL)
+        return;
+    if (p->prev != NULL)
+        p->prev->next = p->next;
+    else
+        p->f->pollers = p->next;
+    if (p->next != NULL)
+        p->next->prev = p->prev;
+    eco__ev_del(p->f->rt, p->ev, &p->added);
+    p->f = NULL;
+}
+
+/* eco_close: every poller of f is woken, its event for f gone before the
+ * number can be reused. */
+static void pollers_drop(struct fdstate *f)
+{
+    while (f->pollers != NULL) {
+        struct pollnode *p = f->pollers;
+        eco_t *co = p->co;
+        poll_unlink(p);
+        eco__wake(co, ECO_WAKE_READY, 0);
+    }
+}
+
+#define POLL_MAX_FDS ((nfds_t)1 << 20)
+#define POLL_INLINE 8
+
+int eco_poll(struct pollfd *fds, nfds_t nfds, long timeout_ms)
+{
+    eco_t *co = eco__blocking();
+    if (co == NULL)
+        return -1;
+    if ((fds == NULL && nfds > 0) || nfds > POLL_MAX_FDS) {
+        errno = EINVAL;
+        return -1;
+    }
+    struct eco_rt *rt = co->rt;
+    int64_t deadline = eco__deadline(timeout_ms);
+    /* Ready already (or only asked to look): poll(2) answers exactly. */
+    int n = poll(fds, nfds, 0);
+    if (n != 0 || timeout_ms == 0)
+        return n;
+
+    size_t evsize = (event_get_struct_event_size() + 15) & ~(size_t)15;
+    size_t each = sizeof(struct pollnode) + evsize;
+    _Alignas(max_align_t) char inline_buf[POLL_INLINE * (sizeof(struct pollnode) + 256)];
+    char *buf = inline_buf;
+    if (nfds > POLL_INLINE || evsize > 256) {
+        buf = malloc(nfds * each);
+        if (buf == NULL) {
+            errno = ENOMEM;
+            return -1;
+        }
+    }
+    struct pollnode *nodes = (struct pollnode *)buf;
+    char *events = buf + nfds * sizeof(struct pollnode);
+    memset(nodes, 0, nfds * sizeof *nodes);
+    nfds_t watched = 0;
+    n = 0;
+    for (nfds_t i = 0; i < nfds; i++) {
+        struct pollnode *p = &nodes[i];
+        p->ev = (struct event *)(events + i * evsize);
+        p->co = co;
+        if (fds[i].fd < 0)
+            continue;
+        struct fdstate *f = fd_slot(rt, fds[i].fd);
+        short what = 0;
+        if (fds[i].events & (POLLIN | POLLPRI))
+            what |= EV_READ;
+        if (fds[i].events & POLLOUT)
+            what |= EV_WRITE;
+        if (what == 0)
+            what = EV_READ; /* hang-ups and errors make an fd readable */
+        if (f == NULL || event_assign(p->ev, rt->base, fds[i].fd, what | EV_PERSIST, poll_cb, co) != 0 ||
+            eco__ev_add(rt, p->ev, NULL, &p->added) != 0) {
+            n = -1; /* ENOMEM, or an fd epoll refuses (EPERM) */
+            break;
+        }
+        p->f = f;
+        p->next = f->pollers;
+        if (f->pollers != NULL)
+            f->pollers->prev = p;
+        f->pollers = p;
+        watched++;
+    }
+    if (n == 0 && watched == 0 && deadline == ECO_NEVER) {
+        errno = EINVAL; /* would sleep forever with nothing to wait for */
+        n = -1;
+    }
+    int why = ECO_WAKE_READY;
+    while (n == 0) {
+        struct poll_wait w = {.w = {.ops = &poll_ops, .deadline = deadline}, .nodes = nodes,
+                              .n = nfds};
+        why = eco__park(&w.w);
+        n = poll(fds, nfds, 0);
+        if (why != ECO_WAKE_READY)
+            break;
+        /* Woken but nothing ready (a readiness consumed by someone else):
+         * wait on, for what is left of the timeout. */
+    }
+    int err = errno;
+    for (nfds_t i = 0; i < nfds; i++)
+        poll_unlink(&nodes[i]);
+    if (buf != inline_buf)
+        free(buf);
+    errno = err;
+    if (n == 0 && why != ECO_WAKE_TIMEOUT)
+        return eco__wait_fail(why);
+    return n;
 }

@@ -28,6 +28,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -259,6 +260,34 @@ void eco__stack_trim(struct eco_rt *rt, size_t keep)
         rt->pooled--;
         eco__stack_unmap(rt, co);
     }
+}
+
+size_t eco__stack_used(const eco_t *co)
+{
+    /* The kernel commits a stack's pages as they are first touched, from
+     * the top down: the lowest resident page marks the deepest use. */
+    size_t pg = page_size();
+    char *lo = (char *)((uintptr_t)co->stack_lo & ~(uintptr_t)(pg - 1));
+    char *top = co->stack_lo + co->stack_size;
+    size_t pages = (size_t)(top - lo + (ptrdiff_t)pg - 1) / pg;
+    unsigned char vec_buf[256];
+    unsigned char *vec = pages <= sizeof vec_buf ? vec_buf : malloc(pages);
+    if (vec == NULL || mincore(lo, pages * pg, vec) != 0) {
+        if (vec != vec_buf)
+            free(vec);
+        return 0;
+    }
+    size_t used = 0;
+    for (size_t i = 0; i < pages; i++) {
+        if (vec[i] & 1) {
+            char *p = lo + i * pg;
+            used = (size_t)(top - (p > co->stack_lo ? p : co->stack_lo));
+            break;
+        }
+    }
+    if (vec != vec_buf)
+        free(vec);
+    return used;
 }
 
 /* ---- stack overflow report ---- */
