@@ -908,3 +908,10 @@ int eco_poll(struct pollfd *fds, nfds_t nfds, long timeout_ms)
         free(buf);
     return n;
 }
+
+/* ---- version ---- */
+
+unsigned eco_version(void)
+{
+    return ECO_VERSION_NUMBER;
+}
