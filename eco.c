@@ -815,3 +815,10 @@ int eco_stats(eco_stats_t *st)
     st->pooled = rt->pooled;
     return 0;
 }
+
+/* ---- version ---- */
+
+unsigned eco_version(void)
+{
+    return ECO_VERSION_NUMBER;
+}

@@ -45,6 +45,30 @@ struct event_base;
 #endif
 
 /* ------------------------------------------------------------------------ */
+/* Version                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* libeco is free software under the MIT license (the file LICENSE).
+ *
+ * The version of this header.  CMakeLists.txt's project() version is the
+ * source; the build checks that these agree with it.  Until 1.0 a minor
+ * release may change the API and the ABI (the soname is
+ * libeco.so.MAJOR.MINOR); a patch release changes neither. */
+#define ECO_VERSION_MAJOR 0
+#define ECO_VERSION_MINOR 1
+#define ECO_VERSION_PATCH 0
+/* MAJOR * 10000 + MINOR * 100 + PATCH (MINOR and PATCH stay below 100), so
+ * 0.1.0 is 100: for #if ECO_VERSION_NUMBER >= ... */
+#define ECO_VERSION_NUMBER \
+    (ECO_VERSION_MAJOR * 10000 + ECO_VERSION_MINOR * 100 + ECO_VERSION_PATCH)
+
+/* The ECO_VERSION_NUMBER of the library the program runs with, which may
+ * differ from the header it was compiled with.  Until 1.0 the two are
+ * compatible when eco_version() / 100 == ECO_VERSION_NUMBER / 100 (the same
+ * major and minor).  Never fails; needs no runtime. */
+ECO_API unsigned eco_version(void);
+
+/* ------------------------------------------------------------------------ */
 /* Coroutines                                                               */
 /* ------------------------------------------------------------------------ */
 

@@ -91,7 +91,12 @@ pick() { awk -v k="$1" -v s="$2" -v n="$3" -v f="$4" '$1 == k && $2 == s && $3 =
 echo
 echo "Machine: $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores; $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "Medians of $ROUNDS interleaved runs of ${SECS} s each; 8-byte closed-loop ping-pong;"
-echo "${SRV:-unpinned}${SRV:+ for the servers, $LOAD for the load generator and the proxies' backend}."
+# (An apostrophe inside ${SRV:+...} in double quotes opens a quote for bash.)
+if [ -n "$SRV" ]; then
+    echo "$SRV for the servers, $LOAD for the load generator and the proxies' backend."
+else
+    echo "unpinned."
+fi
 for kind in server proxy; do
     echo
     echo "### $kind"

@@ -152,6 +152,7 @@ END_TEST
 
 int main(void)
 {
+    need_program("redis-server", "redis-server");
     Suite *s = suite_create("mixed");
     TCase *tc = tcase_create("mixed");
     tcase_add_checked_fixture(tc, up, down);

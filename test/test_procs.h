@@ -1,6 +1,6 @@
 /* test_procs.h - for suites that drive sample binaries against a real
  * redis-server: both are started on loopback ports by the test itself and
- * stopped by PID. */
+ * stopped by PID; without redis-server the suite is skipped. */
 #ifndef TEST_PROCS_H
 #define TEST_PROCS_H
 
@@ -19,6 +19,36 @@
 #ifndef ECO_EMULATOR
 #define ECO_EMULATOR "" /* qemu, for a cross build's sample binaries */
 #endif
+
+/* ctest's SKIP_RETURN_CODE for every suite (test/CMakeLists.txt). */
+#define TEST_SKIP 77
+
+/* Exits with TEST_SKIP, saying why, unless program is on PATH: a suite
+ * that needs an outside program is skipped, not failed, without it.
+ * Called first in main, before anything is started. */
+static inline void need_program(const char *program, const char *package)
+{
+    /* The search execlp makes: an empty entry is the current directory. */
+    const char *path = getenv("PATH");
+    if (path == NULL)
+        path = "/bin:/usr/bin";
+    for (;;) {
+        size_t len = strcspn(path, ":");
+        char file[4096];
+        if (len + strlen(program) + 3 <= sizeof file) {
+            snprintf(file, sizeof file, "%.*s/%s", (int)(len ? len : 1), len ? path : ".",
+                     program);
+            if (access(file, X_OK) == 0)
+                return;
+        }
+        if (path[len] == '\0')
+            break;
+        path += len + 1;
+    }
+    printf("SKIP: %s not found on PATH (Debian: apt-get install %s)\n", program, package);
+    fflush(stdout);
+    exit(TEST_SKIP);
+}
 
 /* A loopback port nobody listens on now. */
 static inline int free_port(void)

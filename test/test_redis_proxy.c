@@ -432,6 +432,7 @@ END_TEST
 
 int main(void)
 {
+    need_program("redis-server", "redis-server");
     Suite *s = suite_create("redis_proxy");
     TCase *tc = tcase_create("redis_proxy");
     tcase_add_checked_fixture(tc, up, down);
