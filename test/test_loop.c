@@ -249,7 +249,7 @@ static void *mix_body(void *arg)
 {
     (void)arg;
     for (int i = 0; i < 3; i++) {
-        eco_sleep(40);
+        ck_assert_int_eq(eco_sleep(40), 0);
         mix_log[mix_n++] = 'c';
     }
     return NULL;
