@@ -4,7 +4,7 @@
 # libeco is linked statically, as the peer is: a call through the PLT would
 # be measured as part of the switch.
 
-foreach(name bench_switch bench_spawn bench_mem)
+foreach(name bench_switch bench_spawn bench_mem bench_timers)
   add_executable(${name} ${CMAKE_CURRENT_SOURCE_DIR}/${name}.c)
   target_link_libraries(${name} PRIVATE eco_static)
 endforeach()

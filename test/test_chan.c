@@ -114,6 +114,18 @@ START_TEST(waiting_on_runtime_stack_is_eperm)
     ck_assert_int_eq(eco_chan_select(&c, 1, 0), -1); /* polling is fine */
     ck_assert_int_eq(errno, EAGAIN);
     ck_assert_int_eq(eco_chan_free(ch), 0); /* no waiter was left behind */
+    /* A select that completes at once works there too, however long it
+     * would have been willing to wait. */
+    eco_chan_t *b = eco_chan_new(sizeof(long), 1);
+    ck_assert_int_eq(eco_chan_trysend(b, &v), 0);
+    struct eco_chan_case cs[2] = {{.ch = ch, .op = ECO_CHAN_RECV, .elem = &v},
+                                  {.ch = b, .op = ECO_CHAN_RECV, .elem = &v}};
+    ch = eco_chan_new(sizeof(long), 0);
+    cs[0].ch = ch;
+    ck_assert_int_eq(eco_chan_select(cs, 2, -1), 1);
+    ck_assert_int_eq(cs[1].result, 1);
+    ck_assert_int_eq(eco_chan_free(ch), 0);
+    ck_assert_int_eq(eco_chan_free(b), 0);
 }
 END_TEST
 
