@@ -303,11 +303,12 @@ ECO_API int eco_dump(int fd);
  * Watches this thread's runtime for a coroutine that runs ms milliseconds
  * or more without parking or yielding: one line
  *     eco: coroutine NAME #ID has run 250 ms without yielding
- * goes to stderr per such episode, within about 1.25 ms of the limit.  ms
- * <= 0 stops watching (the default).  A watchdog thread, shared by the
- * process, samples the runtime's resume counter: the switch itself does no
- * more work with the watch on or off.  Errors: EPERM (no runtime), or
- * pthread_create's error.
+ * goes to stderr per such episode, at most a quarter of the limit after
+ * the limit has passed.  ms <= 0 stops watching (the default).  A watchdog
+ * thread, shared by the process, samples the runtime's running coroutine
+ * and its count of resumes (which every resume keeps, watched or not): the
+ * switch does the same work with the watch on or off.  Errors: EPERM (no
+ * runtime), or pthread_create's error.
  */
 ECO_API int eco_set_hog_limit(long ms);
 
