@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -82,8 +83,11 @@ static inline void stop_pid(pid_t *pid, int sig)
 }
 
 /* Runs a sample binary with argv (argv[0] its path) and returns once its
- * first line, "... listening on ... port N ...", has named the port. */
-static inline pid_t sample_start(char *const argv[], int *port)
+ * first line, "... listening on ... port N ...", has named the port.  In
+ * the child, a nofile other than 0 sets the limit on open fds (soft and
+ * hard) and an errfile other than NULL receives stderr. */
+static inline pid_t sample_start_ex(char *const argv[], int *port, rlim_t nofile,
+                                    const char *errfile)
 {
     int out[2];
     ck_assert_int_eq(pipe(out), 0);
@@ -92,6 +96,14 @@ static inline pid_t sample_start(char *const argv[], int *port)
     if (pid == 0) {
         dup2(out[1], 1);
         close(out[0]);
+        if (errfile != NULL) {
+            int err = open(errfile, O_WRONLY | O_CREAT | O_APPEND, 0600);
+            dup2(err, 2);
+        }
+        if (nofile != 0) {
+            struct rlimit rl = {nofile, nofile};
+            setrlimit(RLIMIT_NOFILE, &rl);
+        }
         if (ECO_EMULATOR[0] != '\0') {
             char *args[32] = {ECO_EMULATOR};
             for (int i = 0; argv[i] != NULL && i < 30; i++)
@@ -117,6 +129,11 @@ static inline pid_t sample_start(char *const argv[], int *port)
     const char *p = strstr(line, " port ");
     ck_assert_msg(p != NULL && sscanf(p, " port %d", port) == 1, "no port in: %s", line);
     return pid;
+}
+
+static inline pid_t sample_start(char *const argv[], int *port)
+{
+    return sample_start_ex(argv, port, 0, NULL);
 }
 
 #endif
