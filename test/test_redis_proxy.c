@@ -1185,8 +1185,10 @@ static void *fd_driver(void *arg)
     int lines = count_lines(fd_errfile, "accept:");
     ck_assert_msg(lines >= 1 && lines <= secs + 1, "%d accept log lines in %ld s", lines, secs);
     /* Fds come back: the backlog is served. */
-    for (int i = 0; i < FREED; i++)
+    for (int i = 0; i < FREED; i++) {
         eco_close(ok[--nok]->fd);
+        free(ok[nok]);
+    }
     for (int i = 0; i < nwait; i++) {
         eco_fd_timeout(wait[i]->fd, ECO_RD, 3000 * slow());
         ck_assert_msg(rc_reply(wait[i], rep, sizeof rep) == 0, "backlog client %d not served", i);
@@ -1194,8 +1196,10 @@ static void *fd_driver(void *arg)
         eco_close(wait[i]->fd);
         free(wait[i]);
     }
-    for (int i = 0; i < nok; i++)
+    for (int i = 0; i < nok; i++) {
         eco_close(ok[i]->fd);
+        free(ok[i]);
+    }
     return NULL;
 }
 
