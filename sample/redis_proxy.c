@@ -262,11 +262,12 @@ struct progress {
     long long argc;
 };
 
-enum { P_MORE = 0, P_BAD = -1, P_BIG = -2 };
+enum { P_MORE = 0, P_BAD = -1, P_BIG = -2, P_NOT_BULK = -3 };
 
 /* Parses the multibulk request at p[0..n) (p[0] is '*').  Returns its
- * length, P_MORE, P_BAD (*why says how, as redis would) or P_BIG (over
- * the query limit).  *argc 0: an empty request, which redis skips. */
+ * length, P_MORE, P_BAD (*why says how, as redis would), P_BIG (over the
+ * query limit) or P_NOT_BULK (an argument does not start with '$'; st->off
+ * is where).  *argc 0: an empty request, which redis skips. */
 static long parse_multibulk(const char *p, size_t n, struct progress *st, long long *argc,
                             const char **why)
 {
@@ -290,10 +291,8 @@ static long parse_multibulk(const char *p, size_t n, struct progress *st, long l
         size_t off = st->off;
         if (off >= n)
             return P_MORE;
-        if (p[off] != '$') {
-            *why = "$";
-            return P_BAD;
-        }
+        if (p[off] != '$')
+            return P_NOT_BULK;
         long long blen;
         long hl = resp_num(p + off, n - off, &blen);
         if (hl == 0)
@@ -688,6 +687,7 @@ struct req {
 };
 
 struct client {
+    eco_t *co;          /* client(), the one coroutine working for it */
     int fd;
     unsigned id;
     eco_chan_t *wake;   /* the last reply of the batch is in */
@@ -762,11 +762,17 @@ static int client_give(struct client *cl, struct buf *b, const void *p, size_t n
     }
     if (cl->dead)
         return -1;
-    if (held + n > output_limit || buf_append(b, p, n) != 0) {
+    if (held + n > output_limit) {
         fprintf(stderr,
                 "redis_proxy: client %u: %zu bytes of replies not read, over "
                 "--client-output-limit %zu: disconnected\n",
                 cl->id, held + n, output_limit);
+        client_drop(cl);
+        return -1;
+    }
+    if (buf_append(b, p, n) != 0) {
+        fprintf(stderr, "redis_proxy: client %u: no memory for its replies: disconnected\n",
+                cl->id);
         client_drop(cl);
         return -1;
     }
@@ -1018,13 +1024,17 @@ static int deliver(struct conn *c)
 {
     while (c->in.start < c->in.end) {
         struct req *r = c->head;
-        if (r == NULL || r == c->unsent)
-            return -1; /* a reply nobody asked for */
+        if (r == NULL || r == c->unsent) {
+            errno = ENOMSG; /* a reply nobody asked for */
+            return -1;
+        }
         const char *p = c->in.data + c->in.start;
         int done;
         long used = scan_reply(&c->scan, p, c->in.end - c->in.start, &done);
-        if (used < 0)
+        if (used < 0) {
+            errno = EPROTO;
             return -1;
+        }
         if (used > 0)
             reply_bytes(r, p, (size_t)used);
         c->in.start += (size_t)used;
@@ -1050,7 +1060,8 @@ static void *reader(void *arg)
     int cut = 0; /* the fd's read timeout is cut to what a request has left */
     for (;;) {
         if (deliver(c) != 0) {
-            conn_fail(c, ERR_DOWN, "protocol error in a reply");
+            conn_fail(c, ERR_DOWN, errno == ENOMSG ? "data that answers no request"
+                                                   : "a reply that is not RESP");
             return NULL;
         }
         ssize_t n = buf_fill(&c->in, fd, SIZE_MAX);
@@ -1195,15 +1206,13 @@ static size_t take_batch(struct client *cl, int *closing)
                 r->answer = ERR_QUERY;
                 fprintf(stderr, "redis_proxy: client %u: request over --client-query-limit %zu\n",
                         cl->id, query_limit);
+            } else if (len == P_NOT_BULK) {
+                char got = (unsigned char)p[at] < ' ' ? ' ' : p[at]; /* no CR LF in a reply */
+                snprintf(cl->err, sizeof cl->err,
+                         "-ERR Protocol error: expected '$', got '%c'\r\n", got);
+                r->answer = cl->err;
             } else {
-                char got = strcmp(why, "$") == 0 ? p[at] : 0;
-                if (got == '\r' || got == '\n')
-                    got = ' '; /* as redis's error replies have it */
-                if (got != 0)
-                    snprintf(cl->err, sizeof cl->err,
-                             "-ERR Protocol error: expected '$', got '%c'\r\n", got);
-                else
-                    snprintf(cl->err, sizeof cl->err, "-ERR Protocol error: %s\r\n", why);
+                snprintf(cl->err, sizeof cl->err, "-ERR Protocol error: %s\r\n", why);
                 r->answer = cl->err;
             }
             n++;
@@ -1238,8 +1247,10 @@ static size_t take_batch(struct client *cl, int *closing)
     return off;
 }
 
-/* Sends the batch's requests and waits until every reply is in out. */
-static void run_batch(struct client *cl)
+/* Sends the batch's requests and waits until every reply is in out.  0,
+ * or -1 if the wait failed (client() then ends; the replies still due
+ * are dropped as they come). */
+static int run_batch(struct client *cl)
 {
     struct conn *chosen[MAX_BACKENDS] = {0};
     cl->next = cl->waiting = 0;
@@ -1264,9 +1275,14 @@ static void run_batch(struct client *cl)
         conn_push(c, r);
     }
     advance(cl);
-    while (cl->waiting > 0)
-        if (eco_chan_recv(cl->wake, NULL) < 0)
-            eco_sleep(1); /* no wake-up fd (EMFILE): poll */
+    while (cl->waiting > 0) {
+        if (eco_chan_recv(cl->wake, NULL) >= 0)
+            continue;
+        if (errno != EMFILE && errno != ENFILE && errno != ENOMEM)
+            return -1;
+        eco_sleep(1); /* no wake-up fd for now: poll */
+    }
+    return 0;
 }
 
 /* Ends a conversation after its last reply: closing with unread input
@@ -1296,28 +1312,31 @@ static void client_end(struct client *cl)
 static void *client(void *arg)
 {
     struct client *cl = arg;
-    int closing = 0;
-    while (!closing) {
+    int closing = 0; /* after this batch: QUIT, or a bad request */
+    cl->co = eco_self();
+    for (;;) {
         size_t end = take_batch(cl, &closing);
-        if (cl->n == 0 && !closing) {
+        if (cl->n == 0) {
             cl->in.start = end; /* empty requests, skipped */
             /* A chunk at a time: what is read beyond one request waits in
-             * the buffer, which is bounded by the query limit so. */
+             * the buffer, which the query limit so bounds. */
             ssize_t r = buf_fill(&cl->in, cl->fd, IO_CHUNK);
             if (r > 0)
                 continue;
             if (r == 0 && cl->in.end > cl->in.start) { /* gone mid-request */
                 static const char cut[] = "-ERR Protocol error: unexpected end of request\r\n";
                 eco_write_full(cl->fd, cut, sizeof cut - 1);
-                closing = 1;
+                close_gently(cl->fd);
             }
             break;
         }
-        run_batch(cl);
+        if (run_batch(cl) != 0 || cl->dead)
+            break;
         size_t len = cl->out.end - cl->out.start;
-        if (cl->dead ||
-            (len > 0 && eco_write_full(cl->fd, cl->out.data + cl->out.start, len) != (ssize_t)len)) {
-            closing = 0;
+        if (len > 0 && eco_write_full(cl->fd, cl->out.data + cl->out.start, len) != (ssize_t)len)
+            break;
+        if (closing) {
+            close_gently(cl->fd);
             break;
         }
         cl->in.start = end;
@@ -1329,8 +1348,6 @@ static void *client(void *arg)
             buf_clear(&cl->held[b]);
         cl->held_bytes = 0;
     }
-    if (closing)
-        close_gently(cl->fd);
     client_end(cl);
     return NULL;
 }

@@ -10,7 +10,6 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -100,18 +99,23 @@ static inline pid_t sample_start_ex(char *const argv[], int *port, rlim_t nofile
             int err = open(errfile, O_WRONLY | O_CREAT | O_APPEND, 0600);
             dup2(err, 2);
         }
+        /* The limit is set by a shell: Valgrind, which this child may
+         * still be running under, keeps its own fd limit. */
+        char *args[40], script[64];
+        int n = 0;
         if (nofile != 0) {
-            struct rlimit rl = {nofile, nofile};
-            setrlimit(RLIMIT_NOFILE, &rl);
+            snprintf(script, sizeof script, "ulimit -n %lu && exec \"$@\"", (unsigned long)nofile);
+            args[n++] = "/bin/sh";
+            args[n++] = "-c";
+            args[n++] = script;
+            args[n++] = "sh";
         }
-        if (ECO_EMULATOR[0] != '\0') {
-            char *args[32] = {ECO_EMULATOR};
-            for (int i = 0; argv[i] != NULL && i < 30; i++)
-                args[i + 1] = argv[i];
-            execv(ECO_EMULATOR, args);
-        } else {
-            execv(argv[0], argv);
-        }
+        if (ECO_EMULATOR[0] != '\0')
+            args[n++] = ECO_EMULATOR;
+        for (int i = 0; argv[i] != NULL && n < 39; i++)
+            args[n++] = argv[i];
+        args[n] = NULL;
+        execv(args[0], args);
         _exit(127);
     }
     close(out[1]);

@@ -308,7 +308,7 @@ static void *innocent(void *arg)
             ck_assert_int_eq(rc_reply(c, rep, sizeof rep), 0);
             ck_assert_msg(strcmp(rep, "+OK") == 0, "innocent %d: SET %s got %s", me, key[i], rep);
             ck_assert_int_eq(rc_reply(c, rep, sizeof rep), 0);
-            snprintf(want, sizeof want, "$%s", val[i]);
+            snprintf(want, sizeof want, "$%.47s", val[i]);
             ck_assert_msg(strcmp(rep, want) == 0, "innocent %d: GET %s got %s, not %s", me,
                           key[i], rep, want);
         }
@@ -773,6 +773,10 @@ static const struct bad_req {
     {BYTES("ECHO \"a\"b\r\n"), "-ERR Protocol error: unbalanced quotes in request"},
     {BYTES("PING\0\r\n"), "-ERR Protocol error: too big inline request"},
     {NULL, 70000, "-ERR Protocol error: too big inline request"}, /* 70,000 'a' */
+    /* A 64 MB bulk begun and never finished: over --client-query-limit,
+     * refused before it is read (the old proxy held it). */
+    {BYTES("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$67108864\r\nxxxx"),
+     "-ERR request larger than --client-query-limit"},
 };
 
 static int bad_done;
@@ -1155,11 +1159,13 @@ static void *fd_driver(void *arg)
     int nok = 0, nwait = 0;
     char req[64], rep[64];
     size_t n = put_cmd(req, "PING", NULL, NULL);
-    long probe = 300 * slow();
-    /* Clients until one is left in the backlog: the proxy is out of fds. */
+    long probe = 300 * slow(), t0 = 0;
+    /* Clients until one is left in the backlog: the proxy is out of fds
+     * from that client's connect on. */
     while (nwait == 0) {
         ck_assert_msg(nok < MAX, "%d clients and still fds", nok);
         struct rconn *c = malloc(sizeof *c);
+        t0 = now_ms();
         ck_assert_int_eq(rc_open_port(c, fd_port), 0);
         ck_assert_int_eq(eco_write_full(c->fd, req, n), (ssize_t)n);
         eco_fd_timeout(c->fd, ECO_RD, probe);
@@ -1179,7 +1185,6 @@ static void *fd_driver(void *arg)
         wait[nwait++] = c;
     }
     /* A while out of fds: at most a log line a second. */
-    long t0 = now_ms();
     eco_sleep(1500);
     long secs = (now_ms() - t0 + 999) / 1000;
     int lines = count_lines(fd_errfile, "accept:");
