@@ -104,7 +104,7 @@ static int rc_open_port(struct rconn *c, int port)
         return -1;
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    eco_fd_timeout(c->fd, ECO_RD | ECO_WR, 10000); /* a hang fails the test */
+    eco_fd_timeout(c->fd, ECO_RD | ECO_WR, 10000 * slow()); /* a hang fails the test */
     return 0;
 }
 
