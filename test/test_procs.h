@@ -112,8 +112,11 @@ static inline void stop_pid(pid_t *pid, int sig)
 }
 
 /* Runs a sample binary with argv (argv[0] its path) and returns once its
- * first line, "... listening on ... port N ...", has named the port. */
-static inline pid_t sample_start(char *const argv[], int *port)
+ * first line, "... listening on ... port N ...", has named the port.  In
+ * the child, a nofile other than 0 sets the limit on open fds (soft and
+ * hard) and an errfile other than NULL receives stderr. */
+static inline pid_t sample_start_ex(char *const argv[], int *port, rlim_t nofile,
+                                    const char *errfile)
 {
     int out[2];
     ck_assert_int_eq(pipe(out), 0);
@@ -122,14 +125,27 @@ static inline pid_t sample_start(char *const argv[], int *port)
     if (pid == 0) {
         dup2(out[1], 1);
         close(out[0]);
-        if (ECO_EMULATOR[0] != '\0') {
-            char *args[32] = {ECO_EMULATOR};
-            for (int i = 0; argv[i] != NULL && i < 30; i++)
-                args[i + 1] = argv[i];
-            execv(ECO_EMULATOR, args);
-        } else {
-            execv(argv[0], argv);
+        if (errfile != NULL) {
+            int err = open(errfile, O_WRONLY | O_CREAT | O_APPEND, 0600);
+            dup2(err, 2);
         }
+        /* The limit is set by a shell: Valgrind, which this child may
+         * still be running under, keeps its own fd limit. */
+        char *args[40], script[64];
+        int n = 0;
+        if (nofile != 0) {
+            snprintf(script, sizeof script, "ulimit -n %lu && exec \"$@\"", (unsigned long)nofile);
+            args[n++] = "/bin/sh";
+            args[n++] = "-c";
+            args[n++] = script;
+            args[n++] = "sh";
+        }
+        if (ECO_EMULATOR[0] != '\0')
+            args[n++] = ECO_EMULATOR;
+        for (int i = 0; argv[i] != NULL && n < 39; i++)
+            args[n++] = argv[i];
+        args[n] = NULL;
+        execv(args[0], args);
         _exit(127);
     }
     close(out[1]);
@@ -147,6 +163,11 @@ static inline pid_t sample_start(char *const argv[], int *port)
     const char *p = strstr(line, " port ");
     ck_assert_msg(p != NULL && sscanf(p, " port %d", port) == 1, "no port in: %s", line);
     return pid;
+}
+
+static inline pid_t sample_start(char *const argv[], int *port)
+{
+    return sample_start_ex(argv, port, 0, NULL);
 }
 
 #endif

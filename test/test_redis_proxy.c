@@ -17,12 +17,50 @@
 
 #include "test_procs.h"
 
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#endif
+#endif
+#ifndef RUNNING_ON_VALGRIND
+#define RUNNING_ON_VALGRIND 0
+#endif
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define __SANITIZE_THREAD__ 1
+#endif
+#if __has_feature(address_sanitizer)
+#define __SANITIZE_ADDRESS__ 1
+#endif
+#endif
+
 #ifndef REDIS_PROXY_BIN
 #error "REDIS_PROXY_BIN must name the sample binary"
 #endif
 
 static pid_t redis_pid = -1, proxy_pid = -1;
 static int redis_port, proxy_port;
+
+static long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* How much longer than native a time bound must be: the proxy runs under
+ * qemu in the cross build, this test under Valgrind in that flavour, and
+ * both under the sanitizers in theirs. */
+static long slow(void)
+{
+#if defined(__SANITIZE_THREAD__)
+    return 4;
+#elif defined(__SANITIZE_ADDRESS__)
+    return 2;
+#else
+    return ECO_EMULATOR[0] != '\0' || RUNNING_ON_VALGRIND ? 5 : 1;
+#endif
+}
 
 static void redis_kill(void)
 {
@@ -66,7 +104,7 @@ static int rc_open_port(struct rconn *c, int port)
         return -1;
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    eco_fd_timeout(c->fd, ECO_RD | ECO_WR, 10000); /* a hang fails the test */
+    eco_fd_timeout(c->fd, ECO_RD | ECO_WR, 10000 * slow()); /* a hang fails the test */
     return 0;
 }
 
@@ -136,6 +174,166 @@ static size_t put_cmd(char *p, const char *a, const char *b, const char *c)
     for (int i = 0; i < argc; i++)
         n += (size_t)sprintf(p + n, "$%zu\r\n%s\r\n", strlen(argv[i]), argv[i]);
     return n;
+}
+
+/* A request of up to 10 arguments. */
+static size_t put_argv(char *p, const char *const *argv)
+{
+    int argc = 0;
+    while (argc < 10 && argv[argc] != NULL)
+        argc++;
+    size_t n = (size_t)sprintf(p, "*%d\r\n", argc);
+    for (int i = 0; i < argc; i++)
+        n += (size_t)sprintf(p + n, "$%zu\r\n%s\r\n", strlen(argv[i]), argv[i]);
+    return n;
+}
+
+/* Reads n bytes of the stream into dst (NULL: drops them). */
+static int rc_bytes(struct rconn *c, char *dst, size_t n)
+{
+    while (n > 0) {
+        if (c->end > c->start) {
+            size_t k = c->end - c->start < n ? c->end - c->start : n;
+            if (dst != NULL) {
+                memcpy(dst, c->buf + c->start, k);
+                dst += k;
+            }
+            c->start += k;
+            n -= k;
+            continue;
+        }
+        c->start = c->end = 0;
+        ssize_t r = eco_read(c->fd, c->buf, sizeof c->buf);
+        if (r <= 0)
+            return -1;
+        c->end = (size_t)r;
+    }
+    return 0;
+}
+
+/* Reads one whole reply of any shape.  first gets its first line ("+OK",
+ * "-ERR ...", ":1", "*3"), or for a bulk string "$" and its content (cut
+ * to fit), "$nil" for a null one. */
+static int rc_value(struct rconn *c, char *first, size_t cap)
+{
+    char *line = malloc(sizeof c->buf);
+    long pending = 1;
+    int top = 1, rc = 0;
+    while (pending-- > 0 && rc == 0) {
+        if (rc_line(c, line, sizeof c->buf) != 0) {
+            rc = -1;
+            break;
+        }
+        long n = atol(line + 1);
+        if (top)
+            snprintf(first, cap, "%s", line);
+        if (line[0] == '*' && n > 0) {
+            pending += n;
+        } else if (line[0] == '$' && n < 0 && top) {
+            snprintf(first, cap, "$nil");
+        } else if (line[0] == '$' && n >= 0) {
+            size_t keep = top ? ((size_t)n < cap - 2 ? (size_t)n : cap - 2) : 0;
+            rc = rc_bytes(c, top ? first + 1 : NULL, keep);
+            if (top)
+                first[1 + keep] = '\0';
+            if (rc == 0)
+                rc = rc_bytes(c, NULL, (size_t)n - keep + 2);
+        }
+        top = 0;
+    }
+    free(line);
+    return rc;
+}
+
+static long proc_kb(pid_t pid, const char *field)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    long kb = -1;
+    while (f != NULL && fgets(line, sizeof line, f) != NULL)
+        if (strncmp(line, field, strlen(field)) == 0)
+            kb = atol(line + strlen(field));
+    if (f != NULL)
+        fclose(f);
+    ck_assert_msg(kb >= 0, "no %s in %s", field, path);
+    return kb;
+}
+
+static int count_lines(const char *path, const char *what)
+{
+    char line[512];
+    int n = 0;
+    FILE *f = fopen(path, "r");
+    while (f != NULL && fgets(line, sizeof line, f) != NULL)
+        n += strstr(line, what) != NULL;
+    if (f != NULL)
+        fclose(f);
+    return n;
+}
+
+/* A file for a sample's stderr; the caller unlinks it. */
+static void temp_file(char *path, size_t cap)
+{
+    snprintf(path, cap, "/tmp/test_redis_proxy.XXXXXX");
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+}
+
+/* ---- innocent clients, beside a hostile one ---- */
+
+static int stop_innocents, innocents_done, innocent_port;
+
+/* Pipelines SET and GET of keys of its own until stop_innocents (bounded
+ * in rounds and time), and checks that every reply is exactly its own. */
+static void *innocent(void *arg)
+{
+    int me = (int)(intptr_t)arg;
+    struct rconn *c = malloc(sizeof *c);
+    ck_assert_int_eq(rc_open_port(c, innocent_port), 0);
+    long t0 = now_ms();
+    for (int round = 0; round < 3 || !stop_innocents; round++) {
+        ck_assert_msg(round < 1000000 && now_ms() - t0 < 100000, "innocent %d: no end", me);
+        char req[4096], key[8][32], val[8][48], rep[256], want[64];
+        size_t n = 0;
+        for (int i = 0; i < 8; i++) {
+            snprintf(key[i], sizeof key[i], "inno:%d:%d", me, i);
+            snprintf(val[i], sizeof val[i], "v:%d:%d:%d", me, round, i);
+            n += put_cmd(req + n, "SET", key[i], val[i]);
+            n += put_cmd(req + n, "GET", key[i], NULL);
+        }
+        ck_assert_int_eq(eco_write_full(c->fd, req, n), (ssize_t)n);
+        for (int i = 0; i < 8; i++) {
+            ck_assert_int_eq(rc_reply(c, rep, sizeof rep), 0);
+            ck_assert_msg(strcmp(rep, "+OK") == 0, "innocent %d: SET %s got %s", me, key[i], rep);
+            ck_assert_int_eq(rc_reply(c, rep, sizeof rep), 0);
+            snprintf(want, sizeof want, "$%.47s", val[i]);
+            ck_assert_msg(strcmp(rep, want) == 0, "innocent %d: GET %s got %s, not %s", me,
+                          key[i], rep, want);
+        }
+    }
+    eco_close(c->fd);
+    free(c);
+    innocents_done++;
+    return NULL;
+}
+
+static void innocents_start(int port, int n)
+{
+    stop_innocents = innocents_done = 0;
+    innocent_port = port;
+    for (int i = 0; i < n; i++)
+        ck_assert_int_eq(eco_go(innocent, (void *)(intptr_t)i), 0);
+}
+
+/* One request, one reply of any shape. */
+static void ask(struct rconn *c, const char *const *argv, char *rep, size_t cap)
+{
+    char req[1024];
+    size_t n = put_argv(req, argv);
+    ck_assert_int_eq(eco_write_full(c->fd, req, n), (ssize_t)n);
+    ck_assert_msg(rc_value(c, rep, cap) == 0, "no reply to %s", argv[0]);
 }
 
 /* ---- many pipelining clients ---- */
@@ -257,7 +455,7 @@ static void *malformed_client(void *arg)
         ck_assert_str_eq(rep, "+PONG");
     }
     ck_assert_int_eq(rc_reply(c, rep, sizeof rep), 0);
-    ck_assert_str_eq(rep, "-ERR Protocol error");
+    ck_assert_msg(strncmp(rep, "-ERR Protocol error", 19) == 0, "got %s", rep);
     ssize_t tail = eco_read(c->fd, rep, sizeof rep); /* then closed */
     ck_assert_msg(tail == 0, "read %zd (%s) after the error", tail, strerror(errno));
     eco_close(c->fd);
@@ -289,8 +487,8 @@ START_TEST(malformed_and_vanishing_clients)
 {
     static const char *bad[] = {
         "*2\r\n$3\r\nGET\r\nxx\r\n",          /* bulk without its $ */
-        "*1\r\n$4\r\nPING\r\n$oops\r\n",       /* garbage after a good one */
-        "hello world\r\n",                     /* not RESP at all */
+        "*1\r\n$4\r\nPING\r\n*oops\r\n",       /* garbage after a good one */
+        "\"hello world\r\n",                   /* inline, unbalanced quotes */
         "*2\r\n$3\r\nGET\r\n$5\r\nPARTIAL",    /* cut short, then EOF */
     };
     mf_done = 0;
@@ -430,6 +628,600 @@ START_TEST(keys_spread_over_two_backends)
 }
 END_TEST
 
+/* ---- commands that would change a shared connection ---- */
+
+static const struct hostile {
+    const char *argv[10];
+    const char *want; /* the reply's start; NULL: the proxy's refusal */
+} hostile_cmds[] = {
+    {{"MULTI"}, NULL},
+    {{"SET", "hostile", "1"}, "+OK"}, /* not +QUEUED: nothing is queued */
+    {{"EXEC"}, NULL},
+    {{"DISCARD"}, NULL},
+    {{"WATCH", "hostile"}, NULL},
+    {{"UNWATCH"}, NULL},
+    {{"CLIENT", "REPLY", "SKIP"}, NULL},
+    {{"client", "reply", "off"}, NULL},
+    {{"SELECT", "5"}, NULL},
+    {{"SELECT", "0"}, "+OK"},
+    {{"BLPOP", "nolist", "0"}, NULL},
+    {{"BRPOP", "nolist", "0"}, NULL},
+    {{"BRPOPLPUSH", "nolist", "other", "0"}, NULL},
+    {{"BLMOVE", "nolist", "other", "LEFT", "LEFT", "0"}, NULL},
+    {{"BLMPOP", "0", "1", "nolist", "LEFT"}, NULL},
+    {{"BZPOPMIN", "nozset", "0"}, NULL},
+    {{"BZPOPMAX", "nozset", "0"}, NULL},
+    {{"BZMPOP", "0", "1", "nozset", "MIN"}, NULL},
+    {{"XREAD", "BLOCK", "0", "STREAMS", "nostream", "$"}, NULL},
+    {{"XREAD", "COUNT", "1", "block", "0", "STREAMS", "nostream", "$"}, NULL},
+    {{"XREADGROUP", "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "nostream", ">"}, NULL},
+    {{"XREAD", "COUNT", "1", "STREAMS", "nostream", "0"}, "*-1"},
+    {{"XREADGROUP", "GROUP", "block", "c", "STREAMS", "nostream", ">"}, "-NOGROUP"},
+    {{"SUBSCRIBE", "ch"}, NULL},
+    {{"PSUBSCRIBE", "ch*"}, NULL},
+    {{"SSUBSCRIBE", "ch"}, NULL},
+    {{"UNSUBSCRIBE", "a", "b"}, NULL},
+    {{"PUNSUBSCRIBE"}, NULL},
+    {{"SUNSUBSCRIBE"}, NULL},
+    {{"MONITOR"}, NULL},
+    {{"SYNC"}, NULL},
+    {{"PSYNC", "?", "-1"}, NULL},
+    {{"WAIT", "1", "0"}, NULL},
+    {{"WAITAOF", "1", "1", "0"}, NULL},
+    {{"RESET"}, NULL},
+    {{"AUTH", "secret"}, NULL},
+    {{"HELLO", "3"}, NULL},
+    {{"HELLO", "2", "SETNAME", "x"}, NULL},
+    {{"HELLO", "2"}, "*"},
+    {{"READONLY"}, NULL},
+    {{"READWRITE"}, NULL},
+    {{"ASKING"}, NULL},
+    {{"REPLCONF", "listening-port", "1"}, NULL},
+    {{"CLIENT", "TRACKING", "on"}, NULL},
+    {{"CLIENT", "CACHING", "yes"}, NULL},
+    {{"CLIENT", "SETNAME", "x"}, NULL},
+    {{"CLIENT", "NO-EVICT", "on"}, NULL},
+    {{"CLIENT", "KILL", "TYPE", "normal"}, NULL},
+    {{"CLIENT", "PAUSE", "10000"}, NULL},
+    {{"CLIENT", "ID"}, ":"},
+    {{"GET", "hostile"}, "$1"},
+};
+
+static void *hostile_client(void *arg)
+{
+    (void)arg;
+    struct rconn *c = malloc(sizeof *c);
+    ck_assert_int_eq(rc_open(c), 0);
+    for (size_t i = 0; i < sizeof hostile_cmds / sizeof hostile_cmds[0]; i++) {
+        const struct hostile *h = &hostile_cmds[i];
+        char rep[512];
+        ask(c, h->argv, rep, sizeof rep);
+        const char *want = h->want ? h->want : "-ERR redis_proxy refuses ";
+        ck_assert_msg(strncmp(rep, want, strlen(want)) == 0, "%s %s: got %s, not %s...",
+                      h->argv[0], h->argv[1] ? h->argv[1] : "", rep, want);
+        eco_sleep(1); /* let the innocent clients' requests in between */
+    }
+    /* QUIT is answered by the proxy, after what came before, and ends the
+     * conversation: the PING after it is not answered. */
+    char req[256], rep[256];
+    size_t n = put_cmd(req, "PING", NULL, NULL);
+    n += put_cmd(req + n, "QUIT", NULL, NULL);
+    n += put_cmd(req + n, "PING", NULL, NULL);
+    ck_assert_int_eq(eco_write_full(c->fd, req, n), (ssize_t)n);
+    ck_assert_int_eq(rc_reply(c, rep, sizeof rep), 0);
+    ck_assert_str_eq(rep, "+PONG");
+    ck_assert_int_eq(rc_reply(c, rep, sizeof rep), 0);
+    ck_assert_str_eq(rep, "+OK");
+    ck_assert_int_eq(eco_read(c->fd, rep, sizeof rep), 0);
+    eco_close(c->fd);
+    free(c);
+    stop_innocents = 1;
+    return NULL;
+}
+
+/* What the innocent clients wrote is in database 0, and database 5 is
+ * empty (SELECT 5 did not reach the backend). */
+static void *check_databases(void *arg)
+{
+    (void)arg;
+    struct rconn *c = malloc(sizeof *c);
+    ck_assert_int_eq(rc_open_port(c, redis_port), 0);
+    char rep[256];
+    ask(c, (const char *[]){"EXISTS", "inno:0:0", "inno:3:7", NULL}, rep, sizeof rep);
+    ck_assert_str_eq(rep, ":2");
+    ask(c, (const char *[]){"SELECT", "5", NULL}, rep, sizeof rep);
+    ask(c, (const char *[]){"DBSIZE", NULL}, rep, sizeof rep);
+    ck_assert_str_eq(rep, ":0");
+    eco_close(c->fd);
+    free(c);
+    return NULL;
+}
+
+START_TEST(stateful_and_blocking_commands_are_refused)
+{
+    innocents_start(proxy_port, 4);
+    ck_assert_int_eq(eco_go(hostile_client, NULL), 0);
+    ck_assert_int_eq(eco_loop(), 0);
+    ck_assert_int_eq(innocents_done, 4);
+    ck_assert_int_eq(eco_go(check_databases, NULL), 0);
+    ck_assert_int_eq(eco_loop(), 0);
+}
+END_TEST
+
+/* ---- requests redis would refuse, and some it takes ---- */
+
+#define BYTES(s) s, sizeof s - 1
+static const struct bad_req {
+    const char *bytes;
+    size_t len;
+    const char *want; /* the reply, as redis words it where it refuses */
+} bad_reqs[] = {
+    {BYTES("*1\r\n$ 4\r\nPING\r\n"), "-ERR Protocol error: invalid bulk length"},
+    {BYTES("*1\r\n$+4\r\nPING\r\n"), "-ERR Protocol error: invalid bulk length"},
+    {BYTES("*1\r\n$04\r\nPING\r\n"), "-ERR Protocol error: invalid bulk length"},
+    {BYTES("*1\r\n$4 \r\nPING\r\n"), "-ERR Protocol error: invalid bulk length"},
+    {BYTES("*1\r\n$-1\r\n"), "-ERR Protocol error: invalid bulk length"},
+    {BYTES("*1\r\n$536870913\r\n"), "-ERR Protocol error: invalid bulk length"},
+    {BYTES("*+1\r\n$4\r\nPING\r\n"), "-ERR Protocol error: invalid multibulk length"},
+    {BYTES("* 1\r\n$4\r\nPING\r\n"), "-ERR Protocol error: invalid multibulk length"},
+    {BYTES("*01\r\n$4\r\nPING\r\n"), "-ERR Protocol error: invalid multibulk length"},
+    {BYTES("*-0\r\n"), "-ERR Protocol error: invalid multibulk length"},
+    {BYTES("*1048577\r\n"), "-ERR Protocol error: invalid multibulk length"},
+    {BYTES("*1\r\nx\r\n"), "-ERR Protocol error: expected '$', got 'x'"},
+    {BYTES("*1\r\n$4\r\nPINGxx"), "-ERR Protocol error: bulk not followed by CRLF"},
+    {BYTES("\"a b\r\n"), "-ERR Protocol error: unbalanced quotes in request"},
+    {BYTES("ECHO \"a\"b\r\n"), "-ERR Protocol error: unbalanced quotes in request"},
+    {BYTES("PING\0\r\n"), "-ERR Protocol error: too big inline request"},
+    {NULL, 70000, "-ERR Protocol error: too big inline request"}, /* 70,000 'a' */
+    /* A 64 MB bulk begun and never finished: over --client-query-limit,
+     * refused before it is read (the old proxy held it). */
+    {BYTES("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$67108864\r\nxxxx"),
+     "-ERR request larger than --client-query-limit"},
+};
+
+static int bad_done;
+
+static void *bad_client(void *arg)
+{
+    const struct bad_req *b = arg;
+    struct rconn *c = malloc(sizeof *c);
+    ck_assert_int_eq(rc_open(c), 0);
+    char *req = malloc(b->len + 64), rep[256];
+    size_t n = put_cmd(req, "PING", NULL, NULL);
+    if (b->bytes != NULL)
+        memcpy(req + n, b->bytes, b->len);
+    else
+        memset(req + n, 'a', b->len);
+    n += b->len;
+    ck_assert_int_eq(eco_write_full(c->fd, req, n), (ssize_t)n);
+    ck_assert_int_eq(rc_reply(c, rep, sizeof rep), 0);
+    ck_assert_str_eq(rep, "+PONG"); /* what came before is answered */
+    ck_assert_int_eq(rc_reply(c, rep, sizeof rep), 0);
+    ck_assert_str_eq(rep, b->want);
+    ssize_t tail = eco_read(c->fd, rep, sizeof rep); /* then closed */
+    ck_assert_msg(tail == 0, "read %zd (%s) after the error", tail, strerror(errno));
+    eco_close(c->fd);
+    free(req);
+    free(c);
+    bad_done++;
+    return NULL;
+}
+
+/* Empty requests are skipped without a reply; inline ones are split as
+ * redis splits them. */
+static void *odd_but_good_client(void *arg)
+{
+    (void)arg;
+    struct rconn *c = malloc(sizeof *c);
+    ck_assert_int_eq(rc_open(c), 0);
+    static const char req[] = "*0\r\n*-1\r\n\r\n  \r\nPING\r\n"
+                              "SET \"k x\" 'v \\'y\\''\r\nGET \"k\\x20x\"\n"
+                              "ECHO \"a\\x41\\n\"\r\n";
+    char rep[256];
+    ck_assert_int_eq(eco_write_full(c->fd, req, sizeof req - 1), (ssize_t)sizeof req - 1);
+    ck_assert_int_eq(rc_value(c, rep, sizeof rep), 0);
+    ck_assert_str_eq(rep, "+PONG");
+    ck_assert_int_eq(rc_value(c, rep, sizeof rep), 0);
+    ck_assert_str_eq(rep, "+OK");
+    ck_assert_int_eq(rc_value(c, rep, sizeof rep), 0);
+    ck_assert_str_eq(rep, "$v 'y'");
+    ck_assert_int_eq(rc_value(c, rep, sizeof rep), 0);
+    ck_assert_str_eq(rep, "$aA\n");
+    eco_close(c->fd);
+    free(c);
+    bad_done++;
+    return NULL;
+}
+
+static void *bad_clients(void *arg)
+{
+    (void)arg;
+    for (size_t i = 0; i < sizeof bad_reqs / sizeof bad_reqs[0]; i++) {
+        ck_assert_int_eq(eco_go(bad_client, (void *)&bad_reqs[i]), 0);
+        eco_sleep(2); /* spread among the innocent clients' requests */
+    }
+    ck_assert_int_eq(eco_go(odd_but_good_client, NULL), 0);
+    while (bad_done < (int)(sizeof bad_reqs / sizeof bad_reqs[0]) + 1)
+        eco_sleep(5);
+    stop_innocents = 1;
+    return NULL;
+}
+
+START_TEST(malformed_requests_close_only_their_client)
+{
+    bad_done = 0;
+    innocents_start(proxy_port, 4);
+    ck_assert_int_eq(eco_go(bad_clients, NULL), 0);
+    ck_assert_int_eq(eco_loop(), 0);
+    ck_assert_int_eq(innocents_done, 4);
+}
+END_TEST
+
+/* ---- replies the old proxy could not hold ---- */
+
+static void *big_and_deep_client(void *arg)
+{
+    (void)arg;
+    struct rconn *c = malloc(sizeof *c);
+    char rep[256];
+    ck_assert_int_eq(rc_open_port(c, redis_port), 0); /* straight to redis */
+    ask(c, (const char *[]){"SETRANGE", "big", "67108864", "x", NULL}, rep, sizeof rep);
+    ck_assert_str_eq(rep, ":67108865");
+    eco_close(c->fd);
+
+    ck_assert_int_eq(rc_open(c), 0);
+    /* 64 MB and a byte: over the old 64 MB limit and the default
+     * --client-output-limit: read and dropped, an error in its place. */
+    ask(c, (const char *[]){"GET", "big", NULL}, rep, sizeof rep);
+    ck_assert_str_eq(rep, "-ERR reply larger than --client-output-limit");
+    ask(c, (const char *[]){"PING", NULL}, rep, sizeof rep);
+    ck_assert_str_eq(rep, "+PONG");
+
+    /* Nested 100 deep (the old limit was 32), compared byte for byte. */
+    enum { DEPTH = 100 };
+    char want[DEPTH * 12], got[DEPTH * 12], req[512];
+    size_t n = 0;
+    for (int i = 0; i < DEPTH; i++)
+        n += (size_t)sprintf(want + n, "*2\r\n");
+    n += (size_t)sprintf(want + n, "*0\r\n");
+    for (int i = DEPTH; i >= 1; i--)
+        n += (size_t)sprintf(want + n, ":%d\r\n", i);
+    size_t rn = put_argv(req, (const char *[]){"EVAL",
+                                               "local t = {} local cur = t for i = 1, 100 do "
+                                               "local n = {} cur[1] = n cur[2] = i cur = n "
+                                               "end return t",
+                                               "0", NULL});
+    ck_assert_int_eq(eco_write_full(c->fd, req, rn), (ssize_t)rn);
+    ck_assert_int_eq(rc_bytes(c, got, n), 0);
+    ck_assert_int_eq(memcmp(got, want, n), 0);
+
+    /* A status line of 50,000 bytes, longer than a read. */
+    char *line = malloc(60000);
+    ask(c, (const char *[]){"EVAL", "return redis.status_reply(string.rep('x', 50000))", "0", NULL},
+        line, 60000);
+    ck_assert_int_eq(strlen(line), 50001);
+    ck_assert_int_eq(line[0], '+');
+    ck_assert_int_eq(line[50000], 'x');
+    free(line);
+    eco_close(c->fd);
+    free(c);
+    stop_innocents = 1;
+    return NULL;
+}
+
+START_TEST(replies_too_big_or_deep_do_not_break_the_connection)
+{
+    innocents_start(proxy_port, 4);
+    ck_assert_int_eq(eco_go(big_and_deep_client, NULL), 0);
+    ck_assert_int_eq(eco_loop(), 0);
+    ck_assert_int_eq(innocents_done, 4);
+}
+END_TEST
+
+/* ---- a stopped backend: the timeout ---- */
+
+static int to_port;
+static long to_ms;
+
+static void *stopped_backend_driver(void *arg)
+{
+    (void)arg;
+    enum { N = 3 };
+    struct rconn *c[N];
+    char req[256], rep[256], key[32], want[40];
+    for (int i = 0; i < N; i++) {
+        c[i] = malloc(sizeof *c[i]);
+        ck_assert_int_eq(rc_open_port(c[i], to_port), 0);
+        snprintf(key, sizeof key, "to:%d", i);
+        size_t n = put_cmd(req, "SET", key, key);
+        ck_assert_int_eq(eco_write_full(c[i]->fd, req, n), (ssize_t)n);
+        ck_assert_int_eq(rc_reply(c[i], rep, sizeof rep), 0);
+        ck_assert_str_eq(rep, "+OK");
+    }
+    ck_assert_int_eq(kill(redis_pid, SIGSTOP), 0);
+    long t0 = now_ms();
+    for (int i = 0; i < N; i++) {
+        snprintf(key, sizeof key, "to:%d", i);
+        size_t n = put_cmd(req, "GET", key, NULL);
+        ck_assert_int_eq(eco_write_full(c[i]->fd, req, n), (ssize_t)n);
+    }
+    for (int i = 0; i < N; i++) {
+        ck_assert_int_eq(rc_reply(c[i], rep, sizeof rep), 0);
+        long ms = now_ms() - t0;
+        ck_assert_str_eq(rep, "-ERR backend timeout");
+        ck_assert_msg(ms >= to_ms - 5 && ms <= to_ms + 2000 * slow(),
+                      "timeout after %ld ms with --timeout %ld", ms, to_ms);
+    }
+    /* Still stopped: errors, within the bound again, never a value. */
+    for (int round = 0; round < 2; round++) {
+        size_t n = put_cmd(req, "GET", "to:0", NULL);
+        long t1 = now_ms();
+        ck_assert_int_eq(eco_write_full(c[0]->fd, req, n), (ssize_t)n);
+        ck_assert_int_eq(rc_reply(c[0], rep, sizeof rep), 0);
+        ck_assert_msg(strncmp(rep, "-ERR backend", 12) == 0, "got %s", rep);
+        ck_assert_int_le(now_ms() - t1, to_ms + 2000 * slow());
+    }
+    ck_assert_int_eq(kill(redis_pid, SIGCONT), 0);
+    for (int i = 0; i < N; i++) {
+        snprintf(key, sizeof key, "to:%d", i);
+        snprintf(want, sizeof want, "$to:%d", i);
+        long t1 = now_ms();
+        for (;;) {
+            ck_assert_msg(now_ms() - t1 < 10000 * slow(), "service did not come back");
+            size_t n = put_cmd(req, "GET", key, NULL);
+            ck_assert_int_eq(eco_write_full(c[i]->fd, req, n), (ssize_t)n);
+            ck_assert_int_eq(rc_reply(c[i], rep, sizeof rep), 0);
+            if (strcmp(rep, want) == 0)
+                break;
+            ck_assert_msg(strncmp(rep, "-ERR backend", 12) == 0, "got %s", rep);
+            eco_sleep(50); /* the proxy redials with a backoff */
+        }
+    }
+    for (int i = 0; i < N; i++) {
+        eco_close(c[i]->fd);
+        free(c[i]);
+    }
+    return NULL;
+}
+
+START_TEST(stopped_backend_times_out_then_recovers)
+{
+    char backend[64], ms[16];
+    to_ms = 300 * slow();
+    snprintf(backend, sizeof backend, "127.0.0.1:%d", redis_port);
+    snprintf(ms, sizeof ms, "%ld", to_ms);
+    char *argv[] = {REDIS_PROXY_BIN, "--listen", "0", "--backend", backend, "--timeout", ms, NULL};
+    pid_t pid = sample_start(argv, &to_port);
+    ck_assert_int_eq(eco_go(stopped_backend_driver, NULL), 0);
+    ck_assert_int_eq(eco_loop(), 0);
+    stop_pid(&pid, SIGTERM);
+}
+END_TEST
+
+/* ---- a backend that never answers a connect ---- */
+
+static int bh_port, bh_proxy_port, bh_listener, bh_filler;
+static pid_t bh_redis = -1;
+
+static void *black_hole_client(void *arg)
+{
+    (void)arg;
+    struct rconn *c = malloc(sizeof *c);
+    char rep[256];
+    ck_assert_int_eq(rc_open_port(c, bh_proxy_port), 0);
+    long t0 = now_ms();
+    ask(c, (const char *[]){"PING", NULL}, rep, sizeof rep);
+    ck_assert_str_eq(rep, "-ERR backend unavailable");
+    ck_assert_int_le(now_ms() - t0, 1000 * slow()); /* at once, not after a connect */
+    /* The hole becomes a redis: the proxy's next dial gets it. */
+    close(bh_filler);
+    close(bh_listener);
+    bh_redis = redis_start(bh_port);
+    for (t0 = now_ms();; eco_sleep(50)) {
+        ck_assert_msg(now_ms() - t0 < 10000 * slow(), "never connected");
+        ask(c, (const char *[]){"PING", NULL}, rep, sizeof rep);
+        if (strcmp(rep, "+PONG") == 0)
+            break;
+        ck_assert_str_eq(rep, "-ERR backend unavailable");
+    }
+    eco_close(c->fd);
+    free(c);
+    return NULL;
+}
+
+START_TEST(connect_to_a_black_hole_times_out)
+{
+    /* A listener with a backlog of 0 and its one slot taken drops SYNs. */
+    bh_listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0); /* not the proxy's */
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof sa;
+    ck_assert_int_eq(bind(bh_listener, (struct sockaddr *)&sa, sizeof sa), 0);
+    ck_assert_int_eq(listen(bh_listener, 0), 0);
+    ck_assert_int_eq(getsockname(bh_listener, (struct sockaddr *)&sa, &sl), 0);
+    bh_port = ntohs(sa.sin_port);
+    bh_filler = plain_connect(bh_port);
+    ck_assert_int_ge(bh_filler, 0);
+
+    char backend[64], ms[16];
+    long t = 300 * slow();
+    snprintf(backend, sizeof backend, "127.0.0.1:%d", bh_port);
+    snprintf(ms, sizeof ms, "%ld", t);
+    char *argv[] = {REDIS_PROXY_BIN, "--listen", "0", "--backend", backend, "--timeout", ms, NULL};
+    long t0 = now_ms();
+    pid_t pid = sample_start(argv, &bh_proxy_port); /* after one connect timed out */
+    ck_assert_int_le(now_ms() - t0, t + 3000 * slow());
+    ck_assert_int_eq(eco_go(black_hole_client, NULL), 0);
+    ck_assert_int_eq(eco_loop(), 0);
+    stop_pid(&pid, SIGTERM);
+    stop_pid(&bh_redis, SIGKILL);
+}
+END_TEST
+
+/* ---- clients that never read ---- */
+
+enum { STALLED = 6, STALL_GETS = 32, BIG_VALUE = 256 * 1024 };
+static int stall_port;
+static char stall_errfile[64];
+
+/* Each stalled client asks for 32 x 256 KB and reads nothing until the
+ * proxy has given up on it; then what it gets ends early. */
+static void *stalled_clients(void *arg)
+{
+    (void)arg;
+    int fds[STALLED];
+    char rep[64];
+    struct rconn *c = malloc(sizeof *c);
+    ck_assert_int_eq(rc_open_port(c, redis_port), 0);
+    ask(c, (const char *[]){"SETRANGE", "big", "262143", "x", NULL}, rep, sizeof rep);
+    ck_assert_str_eq(rep, ":262144");
+    eco_close(c->fd);
+    free(c);
+
+    static char req[STALL_GETS * 32];
+    size_t n = 0;
+    for (int i = 0; i < STALL_GETS; i++)
+        n += put_cmd(req + n, "GET", "big", NULL);
+    for (int i = 0; i < STALLED; i++) {
+        fds[i] = eco_socket(AF_INET, SOCK_STREAM, 0);
+        int small = 4096;
+        setsockopt(fds[i], SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)stall_port),
+                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        ck_assert_int_eq(eco_connect(fds[i], (struct sockaddr *)&sa, sizeof sa), 0);
+        ck_assert_int_eq(eco_write_full(fds[i], req, n), (ssize_t)n);
+    }
+    /* The proxy disconnects each of them once 1 MB is waiting; its log
+     * says when. */
+    long t0 = now_ms();
+    while (count_lines(stall_errfile, "over --client-output-limit") < STALLED) {
+        ck_assert_msg(now_ms() - t0 < 20000 * slow(), "%d stalled clients cut off",
+                      count_lines(stall_errfile, "over --client-output-limit"));
+        eco_sleep(20);
+    }
+    for (int i = 0; i < STALLED; i++) {
+        static char sink[65536];
+        size_t got = 0;
+        eco_fd_timeout(fds[i], ECO_RD, 10000 * slow());
+        for (;;) {
+            ck_assert_msg(now_ms() - t0 < 30000 * slow(), "stalled client %d never cut off", i);
+            ssize_t r = eco_read(fds[i], sink, sizeof sink);
+            if (r <= 0) {
+                ck_assert_msg(r == 0 || errno == ECONNRESET, "stalled client %d: %s", i,
+                              strerror(errno));
+                break;
+            }
+            got += (size_t)r;
+        }
+        ck_assert_msg(got < (size_t)STALL_GETS * BIG_VALUE, "stalled client %d got it all", i);
+        eco_close(fds[i]);
+    }
+    stop_innocents = 1;
+    return NULL;
+}
+
+START_TEST(stalled_clients_stay_within_the_output_limit)
+{
+    char *errfile = stall_errfile, backend[64];
+    temp_file(errfile, sizeof stall_errfile);
+    snprintf(backend, sizeof backend, "127.0.0.1:%d", redis_port);
+    char *argv[] = {REDIS_PROXY_BIN, "--listen", "0", "--backend", backend, "--conns", "2",
+                    "--client-output-limit", "1mb", NULL};
+    pid_t pid = sample_start_ex(argv, &stall_port, 0, errfile);
+    long base = proc_kb(pid, "VmRSS:");
+    innocents_start(stall_port, 2);
+    ck_assert_int_eq(eco_go(stalled_clients, NULL), 0);
+    ck_assert_int_eq(eco_loop(), 0);
+    ck_assert_int_eq(innocents_done, 2);
+    long peak = proc_kb(pid, "VmHWM:");
+    stop_pid(&pid, SIGTERM);
+    int cut = count_lines(errfile, "over --client-output-limit");
+    unlink(errfile);
+    ck_assert_int_eq(cut, STALLED); /* the innocent clients were not */
+    /* 8 MB asked by each: the old proxy held all of it, twice (96 MB). */
+    long bound_kb = STALLED * 2 * 1024 + 16 * 1024;
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+    bound_kb *= 3; /* shadow memory, quarantine */
+#endif
+    ck_assert_msg(peak - base < bound_kb, "the proxy grew from %ld to %ld KB", base, peak);
+}
+END_TEST
+
+/* ---- out of file descriptors ---- */
+
+static int fd_port;
+static char fd_errfile[64];
+
+static void *fd_driver(void *arg)
+{
+    (void)arg;
+    enum { MAX = 80, EXTRA = 4, FREED = 6 };
+    struct rconn *ok[MAX], *wait[EXTRA + 1];
+    int nok = 0, nwait = 0;
+    char req[64], rep[64];
+    size_t n = put_cmd(req, "PING", NULL, NULL);
+    long probe = 300 * slow(), t0 = 0;
+    /* Clients until one is left in the backlog: the proxy is out of fds
+     * from that client's connect on. */
+    while (nwait == 0) {
+        ck_assert_msg(nok < MAX, "%d clients and still fds", nok);
+        struct rconn *c = malloc(sizeof *c);
+        t0 = now_ms();
+        ck_assert_int_eq(rc_open_port(c, fd_port), 0);
+        ck_assert_int_eq(eco_write_full(c->fd, req, n), (ssize_t)n);
+        eco_fd_timeout(c->fd, ECO_RD, probe);
+        if (rc_reply(c, rep, sizeof rep) == 0) {
+            ck_assert_str_eq(rep, "+PONG");
+            ok[nok++] = c;
+        } else {
+            ck_assert_int_eq(errno, ETIMEDOUT);
+            wait[nwait++] = c;
+        }
+    }
+    ck_assert_int_ge(nok, FREED);
+    for (int i = 0; i < EXTRA; i++) {
+        struct rconn *c = malloc(sizeof *c);
+        ck_assert_int_eq(rc_open_port(c, fd_port), 0);
+        ck_assert_int_eq(eco_write_full(c->fd, req, n), (ssize_t)n);
+        wait[nwait++] = c;
+    }
+    /* A while out of fds: at most a log line a second. */
+    eco_sleep(1500);
+    long secs = (now_ms() - t0 + 999) / 1000;
+    int lines = count_lines(fd_errfile, "accept:");
+    ck_assert_msg(lines >= 1 && lines <= secs + 1, "%d accept log lines in %ld s", lines, secs);
+    /* Fds come back: the backlog is served. */
+    for (int i = 0; i < FREED; i++) {
+        eco_close(ok[--nok]->fd);
+        free(ok[nok]);
+    }
+    for (int i = 0; i < nwait; i++) {
+        eco_fd_timeout(wait[i]->fd, ECO_RD, 3000 * slow());
+        ck_assert_msg(rc_reply(wait[i], rep, sizeof rep) == 0, "backlog client %d not served", i);
+        ck_assert_str_eq(rep, "+PONG");
+        eco_close(wait[i]->fd);
+        free(wait[i]);
+    }
+    for (int i = 0; i < nok; i++) {
+        eco_close(ok[i]->fd);
+        free(ok[i]);
+    }
+    return NULL;
+}
+
+START_TEST(out_of_fds_backs_off_and_serves_the_backlog)
+{
+    char backend[64];
+    temp_file(fd_errfile, sizeof fd_errfile);
+    snprintf(backend, sizeof backend, "127.0.0.1:%d", redis_port);
+    char *argv[] = {REDIS_PROXY_BIN, "--listen", "0", "--backend", backend, NULL};
+    pid_t pid = sample_start_ex(argv, &fd_port, 48, fd_errfile);
+    ck_assert_int_eq(eco_go(fd_driver, NULL), 0);
+    ck_assert_int_eq(eco_loop(), 0);
+    stop_pid(&pid, SIGTERM);
+    unlink(fd_errfile);
+}
+END_TEST
+
 int main(void)
 {
     need_program("redis-server", "redis-server");
@@ -442,6 +1234,13 @@ int main(void)
     tcase_add_test(tc, malformed_and_vanishing_clients);
     tcase_add_test(tc, idle_clients_do_not_hold_up_busy_ones);
     tcase_add_test(tc, keys_spread_over_two_backends);
+    tcase_add_test(tc, stateful_and_blocking_commands_are_refused);
+    tcase_add_test(tc, malformed_requests_close_only_their_client);
+    tcase_add_test(tc, replies_too_big_or_deep_do_not_break_the_connection);
+    tcase_add_test(tc, stopped_backend_times_out_then_recovers);
+    tcase_add_test(tc, connect_to_a_black_hole_times_out);
+    tcase_add_test(tc, stalled_clients_stay_within_the_output_limit);
+    tcase_add_test(tc, out_of_fds_backs_off_and_serves_the_backlog);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
