@@ -38,6 +38,10 @@
  *  - commands that break or stall every connection: CLIENT KILL (it can
  *    name the shared connection) and CLIENT PAUSE;
  *  - QUIT, with +OK, and then it closes that client.
+ *
+ * A client that hangs up while its replies are out has its client()
+ * cancelled (eco_cancel) at once: its replies are dropped as they come.  kill -QUIT prints every coroutine and what it waits on
+ * (eco_dump) to stderr.
  * Other CLIENT subcommands (ID, INFO, LIST, GETNAME...) are forwarded and
  * describe the shared connection.
  *
@@ -103,6 +107,8 @@
 #include <unistd.h>
 
 #include "eco.h"
+
+#include <event2/event.h>
 
 #define MAX_BACKENDS 16
 #define MAX_BATCH 256                   /* requests of one client in flight */
@@ -688,6 +694,7 @@ struct req {
 
 struct client {
     eco_t *co;          /* client(), the one coroutine working for it */
+    struct event *hangup; /* the client hung up: cancel co */
     int fd;
     unsigned id;
     eco_chan_t *wake;   /* the last reply of the batch is in */
@@ -1297,10 +1304,29 @@ static void close_gently(int fd)
         ;
 }
 
+/* The client hung up while client() works for it, most likely waiting
+ * for replies: nobody will read them, so client() is cancelled (its wait
+ * fails with ECANCELED and it ends; the replies still due are dropped as
+ * they come), as redis drops a client that closes.  EV_CLOSED: epoll
+ * reports the hang-up apart from readable data, so an event kept for the
+ * client's whole life costs no system call per request.  libevent reports
+ * a reset as readable, not as EV_CLOSED: a client that resets is noticed
+ * when its replies are written (EPIPE) or by --timeout. */
+static void client_gone(evutil_socket_t fd, short what, void *arg)
+{
+    struct client *cl = arg;
+    (void)fd;
+    (void)what;
+    event_del(cl->hangup);
+    eco_cancel(cl->co);
+}
+
 /* client()'s end; with requests still queued (when client() is ended
  * early), the last reply frees the client. */
 static void client_end(struct client *cl)
 {
+    if (cl->hangup != NULL)
+        event_free(cl->hangup);
     eco_close(cl->fd);
     if (accept_waiting)
         eco_chan_trysend(fd_freed, NULL);
@@ -1314,6 +1340,13 @@ static void *client(void *arg)
     struct client *cl = arg;
     int closing = 0; /* after this batch: QUIT, or a bad request */
     cl->co = eco_self();
+    if (event_base_get_features(eco_base()) & EV_FEATURE_EARLY_CLOSE) {
+        cl->hangup = event_new(eco_base(), cl->fd, EV_CLOSED | EV_PERSIST, client_gone, cl);
+        if (cl->hangup != NULL && event_add(cl->hangup, NULL) != 0) {
+            event_free(cl->hangup);
+            cl->hangup = NULL; /* then a write's EPIPE, or --timeout, ends it */
+        }
+    }
     for (;;) {
         size_t end = take_batch(cl, &closing);
         if (cl->n == 0) {
@@ -1434,6 +1467,14 @@ static void *proxy_main(void *arg)
 }
 
 /* ---- setup ---- */
+
+static void dump_coroutines(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig;
+    (void)what;
+    (void)arg;
+    eco_dump(STDERR_FILENO);
+}
 
 static void usage(FILE *out)
 {
@@ -1602,8 +1643,15 @@ int main(int argc, char **argv)
                 strerror(errno));
         return 1;
     }
+    /* kill -QUIT prints what every coroutine waits on, as a Go program
+     * prints its goroutines. */
+    struct event *dump = evsignal_new(eco_base(), SIGQUIT, dump_coroutines, NULL);
+    if (dump == NULL || event_add(dump, NULL) != 0)
+        fprintf(stderr, "redis_proxy: no SIGQUIT dump\n");
     eco_go(proxy_main, (void *)(intptr_t)lfd);
     eco_loop();
+    if (dump != NULL)
+        event_free(dump);
     eco_teardown();
     return 0;
 }

@@ -1222,6 +1222,90 @@ START_TEST(out_of_fds_backs_off_and_serves_the_backlog)
 }
 END_TEST
 
+/* ---- clients that vanish while their replies are out: cancelled ---- */
+
+/* Asks the proxy for a dump (SIGQUIT) and returns its "eco: N coroutines
+ * alive", read from its stderr file. */
+static long alive_in_dump(pid_t pid, const char *errfile)
+{
+    int before = count_lines(errfile, "coroutines alive");
+    ck_assert_int_eq(kill(pid, SIGQUIT), 0);
+    long t0 = now_ms();
+    for (;;) {
+        char line[512];
+        long n = -1;
+        int seen = 0;
+        FILE *f = fopen(errfile, "r");
+        while (f != NULL && fgets(line, sizeof line, f) != NULL)
+            if (strstr(line, "coroutines alive") != NULL && ++seen > before)
+                sscanf(line, "eco: %ld coroutines alive", &n);
+        if (f != NULL)
+            fclose(f);
+        if (n >= 0)
+            return n;
+        ck_assert_msg(now_ms() - t0 < 10000 * slow(), "no dump after SIGQUIT");
+        usleep(10000);
+    }
+}
+
+START_TEST(vanishing_clients_are_cancelled)
+{
+    int n = slow() > 1 ? 200 : 1000;
+    need_fds((rlim_t)n + 200);
+    char errfile[64], backend[64];
+    temp_file(errfile, sizeof errfile);
+    snprintf(backend, sizeof backend, "127.0.0.1:%d", redis_port);
+    /* A timeout far longer than the test: only the cancel can end them. */
+    char *argv[] = {REDIS_PROXY_BIN, "--listen", "0", "--backend", backend, "--timeout",
+                    "3600000", NULL};
+    int port;
+    pid_t pid = sample_start_ex(argv, &port, 0, errfile);
+    long base = alive_in_dump(pid, errfile);
+    ck_assert_int_eq(kill(redis_pid, SIGSTOP), 0);
+    int *fds = calloc((size_t)n, sizeof *fds);
+    char req[64];
+    size_t len = put_cmd(req, "GET", "vanish", NULL);
+    for (int i = 0; i < n; i++) {
+        fds[i] = plain_connect(port);
+        ck_assert_int_ge(fds[i], 0);
+        ck_assert_int_eq(write(fds[i], req, len), (ssize_t)len);
+    }
+    /* Every client() is waiting for its reply... */
+    long t0 = now_ms(), alive;
+    while ((alive = alive_in_dump(pid, errfile)) < base + n)
+        ck_assert_msg(now_ms() - t0 < 20000 * slow(), "%ld of %d clients in", alive - base, n);
+    /* ...when they all hang up. */
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+    t0 = now_ms();
+    while ((alive = alive_in_dump(pid, errfile)) > base)
+        ck_assert_msg(now_ms() - t0 < 10000 * slow(), "%ld still alive (baseline %ld)", alive,
+                      base);
+    /* The shared connection is in step: the stalled replies are dropped
+     * as they come, and a new client gets its own. */
+    ck_assert_int_eq(kill(redis_pid, SIGCONT), 0);
+    int fd = plain_connect(port);
+    struct timeval tv = {.tv_sec = 10 * slow()};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    len = put_cmd(req, "SET", "vanish", "back");
+    len += put_cmd(req + len, "GET", "vanish", NULL);
+    ck_assert_int_eq(write(fd, req, len), (ssize_t)len);
+    char rep[64];
+    size_t got = 0;
+    while (got < 15) { /* "+OK\r\n$4\r\nback\r\n" */
+        ssize_t r = read(fd, rep + got, sizeof rep - 1 - got);
+        ck_assert_int_gt(r, 0);
+        got += (size_t)r;
+    }
+    rep[got] = '\0';
+    ck_assert_str_eq(rep, "+OK\r\n$4\r\nback\r\n");
+    close(fd);
+    free(fds);
+    stop_pid(&pid, SIGTERM);
+    unlink(errfile);
+}
+END_TEST
+
 int main(void)
 {
     need_program("redis-server", "redis-server");
@@ -1241,6 +1325,7 @@ int main(void)
     tcase_add_test(tc, connect_to_a_black_hole_times_out);
     tcase_add_test(tc, stalled_clients_stay_within_the_output_limit);
     tcase_add_test(tc, out_of_fds_backs_off_and_serves_the_backlog);
+    tcase_add_test(tc, vanishing_clients_are_cancelled);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
