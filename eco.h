@@ -794,12 +794,17 @@ ECO_API int eco_promise_on_cancel(eco_promise_t *p, void (*fn)(void *arg), void 
  * on the runtime's base: first the hosts file, then the name servers.
  *
  * A numeric host (or node NULL) is answered at once without the resolver,
- * anywhere (also outside a coroutine or a runtime); a name needs a
- * coroutine.  Besides getaddrinfo's codes it returns EAI_SYSTEM with errno
- * set to ECANCELED (eco_cancel), ETIMEDOUT (the coroutine's deadline:
- * eco_set_deadline is how to bound a lookup), EPERM (a name, outside a
- * coroutine), ENOMEM, or EINVAL (res NULL).  A lookup the coroutine gives
- * up is cancelled in evdns.  EAI_FAIL covers a server that fails or does
+ * anywhere, also in a thread without a runtime.  A name needs a runtime:
+ * in a coroutine the coroutine parks; on the thread's own stack the call
+ * runs the event loop until the answer is in, as eco_join does (other
+ * coroutines and events run meanwhile: for a program's start-up), but not
+ * from inside a libevent callback of the base, where loops do not nest
+ * (EAI_SYSTEM with EIO; the lookup is cancelled).  Besides getaddrinfo's
+ * codes it returns EAI_SYSTEM with errno set to ECANCELED (eco_cancel),
+ * ETIMEDOUT (the coroutine's deadline: eco_set_deadline is how to bound a
+ * lookup), EPERM (a name, in a thread without a runtime), ENOMEM, or
+ * EINVAL (res NULL).  A lookup the coroutine gives up is cancelled in
+ * evdns.  EAI_FAIL covers a server that fails or does
  * not answer within evdns's own bounds (5 s a try, 3 tries: set them with
  * evdns_base_set_option on eco_evdns_base()).
  *

@@ -61,6 +61,7 @@ static void job_drop(void *value)
 static void *worker(void *arg)
 {
     struct pool *pl = arg;
+    pthread_setname_np(pthread_self(), "eco-blocking"); /* for top -H, gdb */
     pthread_mutex_lock(&pl->m);
     pl->starting--;
     for (;;) {

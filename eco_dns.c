@@ -284,6 +284,61 @@ static int eai_of(int err)
     }
 }
 
+/* ---- on the thread's own stack: a coroutine does it, joined ---- */
+
+struct own_stack {
+    const char *node, *service;
+    const struct addrinfo *hints;
+    struct addrinfo *res;
+    int ret, err;
+    int orphan; /* the caller has gone: free everything */
+};
+
+static void *own_stack_body(void *arg)
+{
+    struct own_stack *o = arg;
+    o->ret = eco_getaddrinfo(o->node, o->service, o->hints, &o->res);
+    o->err = errno;
+    if (o->orphan) {
+        eco_freeaddrinfo(o->res);
+        free(o);
+    }
+    return NULL;
+}
+
+/* A lookup from the thread's own stack, as eco_join: the loop runs until
+ * it is done.  Where the loop cannot run (inside a libevent callback of
+ * the base: loops do not nest), the lookup is cancelled and left to end
+ * by itself when the loop runs; the caller gets EAI_SYSTEM with EIO.  The
+ * strings are the caller's, hence the cancel before they can go. */
+static int from_own_stack(const char *node, const char *service, const struct addrinfo *hints,
+                          struct addrinfo **res)
+{
+    struct own_stack *o = calloc(1, sizeof *o);
+    if (o == NULL)
+        return EAI_MEMORY;
+    *o = (struct own_stack){.node = node, .service = service, .hints = hints};
+    eco_t *co = eco_create(own_stack_body, o, NULL);
+    if (co == NULL) {
+        free(o);
+        return EAI_SYSTEM;
+    }
+    eco_resume(co); /* runs until it parks in the lookup, or is done */
+    if (eco_join(co, NULL) != 0) {
+        int err = errno;
+        o->orphan = 1;
+        eco_cancel(co);
+        eco_detach(co);
+        errno = err;
+        return EAI_SYSTEM;
+    }
+    int ret = o->ret;
+    *res = o->res;
+    errno = o->err;
+    free(o);
+    return ret;
+}
+
 int eco_getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
                     struct addrinfo **res)
 {
@@ -310,6 +365,8 @@ int eco_getaddrinfo(const char *node, const char *service, const struct addrinfo
         return eai_of(err);
     *res = NULL;
 
+    if (eco__rt != NULL && eco__in_coroutine() == NULL)
+        return from_own_stack(node, service, hints, res);
     eco_t *co = eco__blocking();
     if (co == NULL)
         return EAI_SYSTEM;

@@ -527,7 +527,7 @@ static int add_backend(const char *spec)
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_NUMERICSERV};
     struct backend *be = &backends[nbackends];
-    if (getaddrinfo(host, colon + 1, &hints, &be->ai) != 0)
+    if (eco_getaddrinfo(host, colon + 1, &hints, &be->ai) != 0)
         return -1;
     be->name = spec;
     nbackends++;
@@ -546,6 +546,10 @@ int main(int argc, char **argv)
     long k = 1;
     int c;
     char *end;
+    if (eco_setup(NULL) != 0) { /* first: add_backend's eco_getaddrinfo needs it */
+        perror("eco_setup");
+        return 1;
+    }
     while ((c = getopt_long(argc, argv, "l:B:k:b:h", opts, NULL)) != -1) {
         switch (c) {
         case 'l': lport = optarg; break;
@@ -576,10 +580,6 @@ int main(int argc, char **argv)
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
-    }
-    if (eco_setup(NULL) != 0) {
-        perror("eco_setup");
-        return 1;
     }
     for (int b = 0; b < nbackends; b++) {
         backends[b].conns = calloc((size_t)k, sizeof *backends[b].conns);
