@@ -722,7 +722,8 @@ ECO_API int eco_chan_select(struct eco_chan_case *cases, size_t n, long timeout_
  *     }
  *
  * eco_getaddrinfo (eco_dns.c) is built this way on evdns, and cancels its
- * lookup when the waiter gives up (eco_promise_on_cancel).
+ * lookup when the waiter gives up (eco_promise_on_cancel).  eco_dump shows
+ * a coroutine parked in eco_promise_wait as wait="promise".
  */
 typedef struct eco_promise eco_promise_t;
 
@@ -804,7 +805,7 @@ ECO_API int eco_promise_on_cancel(eco_promise_t *p, void (*fn)(void *arg), void 
  * ETIMEDOUT (the coroutine's deadline: eco_set_deadline is how to bound a
  * lookup), EPERM (a name, in a thread without a runtime), ENOMEM, or
  * EINVAL (res NULL).  A lookup the coroutine gives up is cancelled in
- * evdns.  EAI_FAIL covers a server that fails or does
+ * evdns.  eco_dump shows the coroutine as wait="getaddrinfo NAME".  EAI_FAIL covers a server that fails or does
  * not answer within evdns's own bounds (5 s a try, 3 tries: set them with
  * evdns_base_set_option on eco_evdns_base()).
  *
@@ -892,7 +893,9 @@ ECO_API int eco_set_evdns_base(struct evdns_base *evdns);
  *
  * Errors: EINVAL (fn NULL), EPERM (not in a coroutine), ECANCELED,
  * ETIMEDOUT, ENOMEM, or pthread_create's error when the pool has no thread
- * and cannot start one (fn did not run).
+ * and cannot start one (fn did not run).  eco_dump shows the caller as
+ * wait="blocking call", queued or running; the threads are named
+ * "eco-blocking".
  */
 ECO_API int eco_run_blocking(void *(*fn)(void *arg), void *arg, void **result,
                              void (*drop)(void *arg, void *result));
