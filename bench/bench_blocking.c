@@ -13,7 +13,10 @@
  *       hand-rolled pool.
  *
  * Both pools have 4 threads.  Prints "RESULT blocking_<mode>_<callers>_ns
- * <median ns per call>" over REPS repetitions (after a warm-up).
+ * <median wall ns per call>" and "..._cpu_ns <median CPU ns per call>" (user
+ * + system time of the whole process, every thread: less sensitive than
+ * wall time to a busy machine's scheduling) over REPS repetitions, after a
+ * warm-up.
  */
 #define _GNU_SOURCE
 #include "bench_core.h"
@@ -23,6 +26,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #define POOL 4
 
@@ -146,6 +150,14 @@ static double run_cond(int callers, long n)
     return (bench_now_ns() - t0) / (double)(per_caller * callers);
 }
 
+static double cpu_ns(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ((double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec) * 1e9 +
+           ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) * 1e3;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2 || (strcmp(argv[1], "eco") != 0 && strcmp(argv[1], "cond") != 0)) {
@@ -168,13 +180,17 @@ int main(int argc, char **argv)
         for (int i = 0; i < POOL; i++)
             pthread_create(&pool[i], NULL, pool_thread, NULL);
     }
-    double v[64];
+    double v[64], cpu[64];
     if (reps > 64)
         reps = 64;
     (void)(eco ? run_eco(callers, n / 10) : run_cond(callers, n / 10)); /* warm-up */
-    for (int r = 0; r < reps; r++)
+    for (int r = 0; r < reps; r++) {
+        double c0 = cpu_ns();
         v[r] = eco ? run_eco(callers, n) : run_cond(callers, n);
+        cpu[r] = (cpu_ns() - c0) / (double)(n / callers * callers);
+    }
     printf("RESULT blocking_%s_%d_ns %.1f\n", argv[1], callers, bench_median(v, reps));
+    printf("RESULT blocking_%s_%d_cpu_ns %.1f\n", argv[1], callers, bench_median(cpu, reps));
     if (eco) {
         eco_teardown();
     } else {

@@ -5,8 +5,9 @@
 # plain threads for the peer).  Builds a Release tree in
 # build-bench-blocking/, runs ROUNDS (default 7) interleaved rounds, each
 # program reporting the median of REPS (5) repetitions of N (20,000) calls,
-# and prints the medians over rounds, their min-max and the ratio
-# libeco / plain (below 1: libeco is faster).
+# and prints the medians over rounds (wall time and CPU time per call, the
+# latter summed over all threads), their min-max and the ratio
+# libeco / plain (below 1: libeco is faster or cheaper).
 #
 #   bench/run_blocking.sh        ROUNDS=3 N=5000 bench/run_blocking.sh
 set -eu
@@ -55,8 +56,12 @@ echo
 echo "Machine: Linux $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), $(nproc) cores,"
 echo "load average $(cut -d' ' -f1-3 /proc/loadavg) at the end; $(cc --version | head -1); $(date -u '+%Y-%m-%d %H:%M UTC')."
 echo
-echo "| callers | eco_run_blocking, ns/call | plain pool, ns/call | ratio libeco/plain, paired per round |"
-echo "|---|---|---|---|"
+echo "| callers | measure | eco_run_blocking | plain pool | ratio libeco/plain, paired per round |"
+echo "|---|---|---|---|---|"
 for c in 1 4; do
-    echo "| $c | $(med blocking_eco_${c}_ns) ($(span blocking_eco_${c}_ns)) | $(med blocking_cond_${c}_ns) ($(span blocking_cond_${c}_ns)) | $(paired blocking_eco_${c}_ns blocking_cond_${c}_ns) |"
+    for m in ns cpu_ns; do
+        k=blocking_eco_${c}_$m p=blocking_cond_${c}_$m
+        if [ $m = ns ]; then what="wall ns/call"; else what="CPU ns/call, all threads"; fi
+        echo "| $c | $what | $(med $k) ($(span $k)) | $(med $p) ($(span $p)) | $(paired $k $p) |"
+    done
 done
