@@ -871,9 +871,9 @@ ECO_API int eco_set_evdns_base(struct evdns_base *evdns);
  * libeco's coroutine functions (promises and channels are fine: they work
  * from any thread).
  *
- * The name says what it costs: a thread hand-off each way (some
- * microseconds, BENCHMARKS.md), so it is for calls that would block, not
- * for short work.
+ * The name says what it costs: a thread wake-up each way (microseconds,
+ * tens of them on a busy or virtualised host: BENCHMARKS.md), so it is for
+ * calls that would block, not for short work.
  *
  * Giving up.  When the caller is cancelled (ECANCELED) or its deadline
  * passes (ETIMEDOUT), eco_run_blocking returns at once, but fn cannot be
