@@ -668,6 +668,247 @@ ECO_API int eco_chan_select(struct eco_chan_case *cases, size_t n, long timeout_
 
 /* end of channels */
 
+/* ------------------------------------------------------------------------ */
+/* Waiting for a callback: promises (eco_promise.c)                         */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A promise carries one result from a callback to the coroutine waiting
+ * for it.  The coroutine makes a promise, starts a callback-based
+ * operation (a libevent timer or evdns lookup, hiredis, libpq, a thread of
+ * its own...) handing the promise to its callback, and parks in
+ * eco_promise_wait; the callback calls eco_promise_resolve with its result
+ * (or eco_promise_reject with an errno), from the coroutine's own thread or
+ * from any other.
+ *
+ * Who frees it, the one rule.  A promise has two sides and is freed when
+ * both are done:
+ *  - the waiter's side ends with its one eco_promise_wait call, whatever
+ *    that call returns (the value, a timeout, ECANCELED, even EPERM);
+ *  - the resolver's side ends with its one eco_promise_resolve or
+ *    eco_promise_reject call.
+ * Whichever side comes second frees it, so neither ever finds it gone: if
+ * the waiter gave up first (its timeout, its deadline, eco_cancel,
+ * eco_teardown), the late eco_promise_resolve calls drop(value) - nobody
+ * else will have the value - and frees the promise.  Both calls are
+ * required.  A promise whose resolver never resolves or rejects is never
+ * freed (and an unbounded wait on it never ends, cancel and deadline
+ * aside): so every path of the operation must end in one of the two calls,
+ * its failures and its "cancelled" callbacks included, and when starting
+ * the operation fails, reject the promise yourself before waiting.
+ *
+ * Wrapping a callback API, say `int fetch(const char *key,
+ * void (*cb)(char *val, int err, void *arg), void *arg)`, whose callback
+ * may come late and hands over a malloc'd value:
+ *
+ *     static void on_fetch(char *val, int err, void *arg)
+ *     {
+ *         if (err != 0)
+ *             eco_promise_reject(arg, EIO);
+ *         else
+ *             eco_promise_resolve(arg, val);   (free()d if nobody waits)
+ *     }
+ *
+ *     char *fetch_co(const char *key, long timeout_ms)    (in a coroutine)
+ *     {
+ *         void *val = NULL;
+ *         eco_promise_t *p = eco_promise_new(free);
+ *         if (p == NULL)
+ *             return NULL;
+ *         if (fetch(key, on_fetch, p) != 0)
+ *             eco_promise_reject(p, EIO);     (on_fetch will not run)
+ *         if (eco_promise_wait(p, timeout_ms, &val) != 0)
+ *             return NULL;                    (errno: ETIMEDOUT, EIO...)
+ *         return val;
+ *     }
+ *
+ * eco_getaddrinfo (eco_dns.c) is built this way on evdns, and cancels its
+ * lookup when the waiter gives up (eco_promise_on_cancel).  eco_dump shows
+ * a coroutine parked in eco_promise_wait as wait="promise".
+ */
+typedef struct eco_promise eco_promise_t;
+
+/*
+ * Makes a promise.  drop (may be NULL) is called with a resolved value
+ * that no waiter takes: the waiter had given up, or called eco_promise_wait
+ * with value NULL.  It runs in the thread that calls the late
+ * eco_promise_resolve (or eco_promise_wait), and must not block.
+ * Returns NULL with ENOMEM.  Needs no runtime.
+ */
+ECO_API eco_promise_t *eco_promise_new(void (*drop)(void *value));
+
+/*
+ * Parks the calling coroutine until p is resolved or rejected, at most
+ * timeout_ms milliseconds (-1: no limit; 0: does not wait, and then works
+ * anywhere, also outside coroutines and runtimes).  On success stores the
+ * value in *value (value NULL: drop(value) is called instead) and returns
+ * 0.  Whatever it returns, this call ends the waiter's side of p: p must
+ * not be used by the caller afterwards.
+ *
+ * The value of a promise resolved before the call is handed over at once,
+ * also to a cancelled coroutine.  Errors: the errno of eco_promise_reject;
+ * ETIMEDOUT (timeout_ms passed, 0 included, or the coroutine's deadline),
+ * ECANCELED (eco_cancel), EPERM (it would wait outside a coroutine),
+ * ENOMEM (no timer), EINVAL (p NULL).  On each but EINVAL a value that
+ * comes later is given to drop.
+ */
+ECO_API int eco_promise_wait(eco_promise_t *p, long timeout_ms, void **value);
+
+/*
+ * Hands value to p's waiter, waking it; callable from any thread, from
+ * callbacks and coroutines (it never blocks nor switches: a waiter in this
+ * thread is resumed from the run queue, after the caller returns to the
+ * loop).  Ends the resolver's side of p.  Returns 0 when the waiter gets
+ * the value, 1 when the waiter had given up (drop(value) has run and p is
+ * freed), -1 with EINVAL (p NULL) or EALREADY (p was already resolved or
+ * rejected, and so may be freed: a bug the call detects only sometimes).
+ */
+ECO_API int eco_promise_resolve(eco_promise_t *p, void *value);
+
+/* eco_promise_resolve without a value: the waiter's eco_promise_wait
+ * fails with errno err (> 0; EINVAL otherwise).  Nothing is dropped. */
+ECO_API int eco_promise_reject(eco_promise_t *p, int err);
+
+/*
+ * Asks for fn(arg) to be called if the waiter gives up before p is
+ * settled (its timeout, deadline, eco_cancel, eco_teardown, or a wait that
+ * could not park): meant to cancel the operation where its API can
+ * (evdns_getaddrinfo_cancel, evhttp_cancel_request...).  It is called at
+ * most once, in the waiter's thread, from inside libeco (a timer, the
+ * eco_cancel call, eco_teardown), so it must not block or switch.  The
+ * operation must still end in eco_promise_resolve or eco_promise_reject
+ * (most APIs call their callback with a "cancelled" status); fn may call
+ * them itself.  fn must not touch p: it may already be freed by a resolver
+ * in another thread.  Set it before eco_promise_wait.  Errors: EINVAL.
+ */
+ECO_API int eco_promise_on_cancel(eco_promise_t *p, void (*fn)(void *arg), void *arg);
+
+/* end of promises */
+
+/* ------------------------------------------------------------------------ */
+/* Names (eco_dns.c)                                                        */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * getaddrinfo(3) that parks the calling coroutine instead of the thread:
+ * the same arguments, the same results (free them with eco_freeaddrinfo,
+ * not freeaddrinfo) and the same EAI_* codes.  Names go to libevent's evdns
+ * on the runtime's base: first the hosts file, then the name servers.
+ *
+ * A numeric host (or node NULL) is answered at once without the resolver,
+ * anywhere, also in a thread without a runtime.  A name needs a runtime:
+ * in a coroutine the coroutine parks; on the thread's own stack the call
+ * runs the event loop until the answer is in, as eco_join does (other
+ * coroutines and events run meanwhile: for a program's start-up), but not
+ * from inside a libevent callback of the base, where loops do not nest
+ * (EAI_SYSTEM with EIO; the lookup is cancelled).  Besides getaddrinfo's
+ * codes it returns EAI_SYSTEM with errno set to ECANCELED (eco_cancel),
+ * ETIMEDOUT (the coroutine's deadline: eco_set_deadline is how to bound a
+ * lookup), EPERM (a name, in a thread without a runtime), ENOMEM, or
+ * EINVAL (res NULL).  A lookup the coroutine gives up is cancelled in
+ * evdns.  eco_dump shows the coroutine as wait="getaddrinfo NAME".  EAI_FAIL covers a server that fails or does
+ * not answer within evdns's own bounds (5 s a try, 3 tries: set them with
+ * evdns_base_set_option on eco_evdns_base()).
+ *
+ * The runtime's resolver is made on first use from /etc/resolv.conf and
+ * the hosts file (a missing resolv.conf, or one without a server, means a
+ * server on 127.0.0.1, as in the C library), with
+ * EVDNS_BASE_DISABLE_WHEN_INACTIVE: an idle resolver keeps no event in the
+ * base, so event_base_dispatch still returns when the program is done.
+ * (evdns probes a name server that stopped answering on a timer of its
+ * own, which would stay in the base; when the last coroutine has finished
+ * the runtime's resolver takes its name servers afresh, keeping its
+ * options, hosts and search list, which drops those timers.)  eco_teardown
+ * frees it.  Lookups in flight when eco_teardown abandons
+ * their coroutines are cancelled, and libevent finishes a cancel in a
+ * later pass of the loop: their memory (and the resolver's) comes back
+ * when the base runs again; with the runtime's own base, which
+ * eco_teardown frees, it never does (a few hundred bytes a lookup).
+ */
+
+#include <netdb.h>
+
+struct addrinfo;
+struct evdns_base;
+
+ECO_API int eco_getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
+                            struct addrinfo **res);
+
+/* Frees what eco_getaddrinfo returned (NULL is fine). */
+ECO_API void eco_freeaddrinfo(struct addrinfo *res);
+
+/* The evdns_base eco_getaddrinfo uses in this thread, made if need be:
+ * to tune it (evdns_base_set_option, evdns_base_load_hosts...).  NULL
+ * with errno EPERM (no runtime) or ENOMEM. */
+ECO_API struct evdns_base *eco_evdns_base(void);
+
+/*
+ * Makes eco_getaddrinfo use evdns, an evdns_base of the user's on the
+ * runtime's event_base, from now on; NULL goes back to the runtime's own
+ * (made anew on next use).  The runtime never frees the user's; the user
+ * frees it after eco_teardown, or after replacing it once the lookups in
+ * flight on it have ended.  A resolver made without
+ * EVDNS_BASE_DISABLE_WHEN_INACTIVE keeps events in the base: then
+ * event_base_dispatch does not return by itself, and eco_loop cannot tell
+ * a deadlock (it still returns when the coroutines are done).  A lookup in
+ * flight finishes on the resolver it started on.  evdns's probe timers
+ * for a failed name server stay in the base too (see above): the user's
+ * resolver is left as it is.  Errors: EPERM, ENOMEM.
+ */
+ECO_API int eco_set_evdns_base(struct evdns_base *evdns);
+
+/* end of names */
+
+/* ------------------------------------------------------------------------ */
+/* Blocking work off the loop (eco_blocking.c)                              */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Runs fn(arg) on one of the runtime's pool threads and parks the calling
+ * coroutine until it returns; then stores its return value in *result
+ * (result NULL: it goes to drop) and returns 0.  For what cannot be made
+ * to wait on the loop: disk I/O, a synchronous client library, long
+ * computation.  fn runs in another thread: it may block, but must not call
+ * libeco's coroutine functions (promises and channels are fine: they work
+ * from any thread).
+ *
+ * The name says what it costs: a thread wake-up each way (microseconds,
+ * tens of them on a busy or virtualised host: BENCHMARKS.md), so it is for
+ * calls that would block, not for short work.
+ *
+ * Giving up.  When the caller is cancelled (ECANCELED) or its deadline
+ * passes (ETIMEDOUT), eco_run_blocking returns at once, but fn cannot be
+ * stopped: it still runs - or, when it is still queued, will run - to its
+ * end, exactly once.  Its result then goes to drop(arg, result) in the pool
+ * thread (drop NULL: nothing is called and the result is lost).  So arg
+ * must stay valid until fn returns even when the caller has gone: a caller
+ * that can be cancelled or has a deadline must not point arg into its own
+ * stack, but hand over memory that drop frees.
+ *
+ * The pool.  At most eco_set_blocking_threads (default 4) calls run at
+ * once; later ones wait in first-come first-served order (and can be
+ * cancelled while they wait; the function still runs later).  Threads are
+ * started one at a time when a call finds none idle, block every signal,
+ * and are joined by eco_teardown, which first waits for every call queued
+ * or running.
+ *
+ * Errors: EINVAL (fn NULL), EPERM (not in a coroutine), ECANCELED,
+ * ETIMEDOUT, ENOMEM, or pthread_create's error when the pool has no thread
+ * and cannot start one (fn did not run).  eco_dump shows the caller as
+ * wait="blocking call", queued or running; the threads are named
+ * "eco-blocking".
+ */
+ECO_API int eco_run_blocking(void *(*fn)(void *arg), void *arg, void **result,
+                             void (*drop)(void *arg, void *result));
+
+/* Sets how many calls of eco_run_blocking may run at once in this thread's
+ * runtime (1 to 1024, default 4); raising it starts threads for calls
+ * waiting; lowering it leaves the threads above it idle until
+ * eco_teardown.  Errors: EINVAL, EPERM (no runtime), ENOMEM. */
+ECO_API int eco_set_blocking_threads(size_t n);
+
+/* end of blocking work */
+
 #ifdef __cplusplus
 }
 #endif

@@ -185,7 +185,7 @@ struct eco_hooks {
      * so that event_base_dispatch can return (may be NULL). */
     void (*at_quiet)(struct eco_rt *rt);
 };
-#define ECO_HOOKS_MAX 4
+#define ECO_HOOKS_MAX 8
 
 /* ---- eco_socket.c's state ---- */
 
@@ -538,5 +538,11 @@ static inline __attribute__((always_inline)) void *eco__sp(void)
 #endif
     return sp;
 }
+
+/* ---- promises (eco_promise.c), for the subsystems built on them ---- */
+
+/* What eco_dump says a waiter of p waits for ("getaddrinfo example.com"),
+ * copied and truncated; set before the wait.  Default: "promise". */
+ECO_HIDDEN void eco__promise_label(eco_promise_t *p, const char *what);
 
 #endif /* ECO_INTERNAL_H */

@@ -46,6 +46,12 @@ start tcp_proxy --listen 0 --backend "127.0.0.1:$ECHO"
 client "$PORT" 50 8
 client "$PORT" 4 200000
 
+# A backend by name (eco_getaddrinfo), from the hosts file only.
+if grep -q '^127\.0\.0\.1[[:space:]].*localhost' /etc/hosts 2>/dev/null; then
+    start tcp_proxy --listen 0 --backend "localhost:$ECHO"
+    client "$PORT" 4 8
+fi
+
 for bad in "echo_server --port 70000" "echo_server" "tcp_proxy --listen 1 --backend nohost" \
     "echo_client --port 1 --conns 0 --seconds 1 --size 1"; do
     # shellcheck disable=SC2086

@@ -1517,7 +1517,7 @@ static int add_backend(const char *spec)
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_NUMERICSERV};
     struct backend *be = &backends[nbackends];
-    if (getaddrinfo(host, colon + 1, &hints, &be->ai) != 0)
+    if (eco_getaddrinfo(host, colon + 1, &hints, &be->ai) != 0)
         return -1;
     be->name = spec;
     nbackends++;
@@ -1562,6 +1562,10 @@ int main(int argc, char **argv)
     long k = 1;
     int c;
     char *end;
+    if (eco_setup(NULL) != 0) { /* first: add_backend's eco_getaddrinfo needs it */
+        perror("eco_setup");
+        return 1;
+    }
     while ((c = getopt_long(argc, argv, "l:B:k:b:t:o:q:h", opts, NULL)) != -1) {
         switch (c) {
         case 'l': lport = optarg; break;
@@ -1607,10 +1611,6 @@ int main(int argc, char **argv)
         setrlimit(RLIMIT_NOFILE, &rl);
     }
     rules_index();
-    if (eco_setup(NULL) != 0) {
-        perror("eco_setup");
-        return 1;
-    }
     fd_freed = eco_chan_new(0, 1);
     first_dials_done = eco_chan_new(0, 1);
     if (fd_freed == NULL || first_dials_done == NULL) {

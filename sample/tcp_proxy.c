@@ -147,9 +147,13 @@ int main(int argc, char **argv)
         memmove(host, host + 1, hl - 2);
         host[hl - 2] = '\0';
     }
+    if (eco_setup(NULL) != 0) { /* first: eco_getaddrinfo needs it */
+        perror("eco_setup");
+        return 1;
+    }
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_NUMERICSERV};
-    int rc = getaddrinfo(host, colon + 1, &hints, &backend);
+    int rc = eco_getaddrinfo(host, colon + 1, &hints, &backend);
     if (rc != 0) {
         fprintf(stderr, "tcp_proxy: backend %s: %s\n", target, gai_strerror(rc));
         return 2;
@@ -163,10 +167,6 @@ int main(int argc, char **argv)
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
-    if (eco_setup(NULL) != 0) {
-        perror("eco_setup");
-        return 1;
-    }
     int lfd = eco_socket(la->ai_family, SOCK_STREAM, 0);
     int one = 1;
     if (lfd < 0 || setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
@@ -186,6 +186,6 @@ int main(int argc, char **argv)
     eco_go(accept_loop, (void *)(intptr_t)lfd);
     eco_loop();
     eco_teardown();
-    freeaddrinfo(backend);
+    eco_freeaddrinfo(backend);
     return 0;
 }
