@@ -291,14 +291,15 @@ int eco__remote(eco_t *co, int what)
         rt->remote_cap = cap;
     }
     rt->remote[rt->remote_n++] = (struct eco_remote){.co = co, .id = co->id, .what = what};
-    int notify = !rt->notify_pending;
-    rt->notify_pending = 1;
-    pthread_mutex_unlock(&rt->remote_lock);
-    if (notify) {
+    if (!rt->notify_pending) {
+        /* Under the lock: once eco_teardown has seen this request queued
+         * (eco__remote_await), the fd is ours no more. */
         uint64_t one = 1;
         ssize_t w = write(rt->notify_fd, &one, sizeof one);
         (void)w; /* EAGAIN only if the counter is huge: still readable */
+        rt->notify_pending = 1;
     }
+    pthread_mutex_unlock(&rt->remote_lock);
     return 0;
 }
 

@@ -177,6 +177,8 @@ static int end_early(eco_t *co, struct eco_wait *w, int reason)
     return 1;
 }
 
+static const struct eco_wait_ops sleep_ops;
+
 int eco__park_slow(struct eco_wait *w)
 {
     struct eco_rt *rt = eco__rt;
@@ -189,12 +191,14 @@ int eco__park_slow(struct eco_wait *w)
     } else {
         int why;
         int64_t when = bound(co, w, &why);
-        if (when != ECO_NEVER) {
-            if (when <= eco__now_ns())
-                reason = why;
-            else if (timer_arm(rt, co, when) != 0)
-                reason = ECO_WAKE_NOMEM;
-        }
+        /* A bound that has passed ends the wait here, but a sleep whose
+         * time went by before it parked (the thread was preempted) still
+         * parks, for one pass of the loop: eco_sleep always lets others
+         * run. */
+        if (when != ECO_NEVER && when <= eco__now_ns() && w->ops != &sleep_ops)
+            reason = why;
+        else if (when != ECO_NEVER && timer_arm(rt, co, when) != 0)
+            reason = ECO_WAKE_NOMEM;
     }
     if (reason != ECO_WAKE_NONE && end_early(co, w, reason))
         return reason;
