@@ -34,8 +34,6 @@ static atomic_ulong id_source = 1;
  * for I/O again: bounds the latency a chatty set of coroutines adds. */
 #define RUNQ_BUDGET 1024
 
-#define POOL_LIMIT_DEFAULT 256
-
 /* ---- switching (the inline part is in eco_internal.h) ---- */
 
 #if defined(ECO_WITH_ASAN)
@@ -668,7 +666,7 @@ int eco_setup(struct event_base *base)
     }
     rt->base = base;
     rt->stack_size = ECO_STACK_DEFAULT;
-    rt->pool_limit = POOL_LIMIT_DEFAULT;
+    eco__stacks_init(rt);
     rt->fdchunk = rt->fdchunk_inline;
     rt->fdchunk_n = ECO_FD_CHUNKS_INLINE;
     rt->current = &rt->main;
@@ -712,8 +710,7 @@ void eco_teardown(void)
 #endif
         eco__stack_unmap(rt, co);
     }
-    eco__stack_trim(rt, 0);
-    eco__slab_free(rt);
+    eco__stacks_fini(rt);
     eco__fd_teardown(rt);
     event_free(rt->runq_ev);
     if (rt->notify_ev != NULL) {
@@ -788,9 +785,8 @@ int eco_set_pool_limit(size_t n)
         errno = EPERM;
         return -1;
     }
-    rt->pool_limit = n;
     reap(rt);
-    eco__stack_trim(rt, n);
+    eco__stack_limit(rt, n);
     return 0;
 }
 
@@ -803,8 +799,7 @@ int eco_stats(eco_stats_t *st)
     }
     reap(rt);
     st->alive = rt->alive;
-    st->stacks = rt->stacks;
-    st->pooled = rt->pooled;
+    eco__stack_stats(rt, st);
     return 0;
 }
 
