@@ -722,6 +722,7 @@ int main(void)
 {
     Suite *s = suite_create("stack");
     TCase *tc = rt_tcase("stacks");
+    tcase_set_timeout(tc, 180); /* ThreadSanitizer: about 7 ms a fiber */
     tcase_add_test(tc, fp_varargs_and_alignment);
     tcase_add_test(tc, ten_thousand_alive);
     tcase_add_test(tc, stack_sizes);
