@@ -127,7 +127,9 @@ struct eco_stk_arena {
     unsigned used;         /* slots handed out */
     unsigned nwarm;
     struct eco_stk_class *cls;
-    struct dl wl;          /* in cls->warm while nwarm > 0, last put first */
+    struct dl wl;          /* in cls->warm while nwarm > 0 (or until
+                              warm_arena sees it has none); first in it the
+                              arena that got a warm slot last */
     struct dl cl;          /* in cls->cold while a cold or fresh slot is left,
                               oldest arena first */
     struct dl al;          /* in cls->arenas, oldest first */
@@ -487,17 +489,29 @@ static inline void taken(struct eco_stacks *s, struct eco_stk_arena *a)
         s->peak = s->in_use;
 }
 
-static inline eco_t *take_warm(struct eco_stacks *s, struct eco_stk_class *c)
+/* The first warm slot of a (which must have one). */
+static inline eco_t *take_warm(struct eco_stacks *s, struct eco_stk_arena *a)
 {
-    struct eco_stk_arena *a = ARENA_OF(c->warm.next, wl);
     eco_t *co = a->warm;
     a->warm = co->next;
     a->nwarm--;
-    if (a->warm == NULL)
-        dl_del(&a->wl);
     s->pooled--;
     taken(s, a);
     return co;
+}
+
+/* The arena c hands warm slots out from, or NULL.  An arena whose last
+ * warm slot went stays in the list until here (or a trim), so that a
+ * coroutine started and finished over and over moves no list links. */
+static struct eco_stk_arena *warm_arena(struct eco_stk_class *c)
+{
+    while (!dl_empty(&c->warm)) {
+        struct eco_stk_arena *a = ARENA_OF(c->warm.next, wl);
+        if (a->warm != NULL)
+            return a;
+        dl_del(&a->wl);
+    }
+    return NULL;
 }
 
 static eco_t *take_cold(struct eco_stacks *s, struct eco_stk_arena *a)
@@ -520,8 +534,9 @@ static __attribute__((noinline)) eco_t *get_slow(struct eco_rt *rt, size_t size)
     if (c == NULL)
         return NULL;
     s->last = c;
-    if (!dl_empty(&c->warm))
-        return take_warm(s, c);
+    struct eco_stk_arena *w = warm_arena(c);
+    if (w != NULL)
+        return take_warm(s, w);
     if (!dl_empty(&c->cold))
         return take_cold(s, ARENA_OF(c->cold.next, cl));
     struct eco_stk_arena *a = new_arena(s, c);
@@ -533,8 +548,10 @@ eco_t *eco__stack_get(struct eco_rt *rt, size_t stack_size)
     struct eco_stacks *s = &rt->stk;
     struct eco_stk_class *c = s->last;
     eco_t *co;
-    if (ECO_LIKELY(c != NULL && c->req == stack_size && !dl_empty(&c->warm)))
-        co = take_warm(s, c);
+    struct eco_stk_arena *a;
+    if (ECO_LIKELY(c != NULL && c->req == stack_size && !dl_empty(&c->warm) &&
+                   (a = ARENA_OF(c->warm.next, wl))->warm != NULL))
+        co = take_warm(s, a);
     else if ((co = get_slow(rt, stack_size)) == NULL)
         return NULL;
 #if defined(ECO_WITH_VALGRIND)
@@ -559,6 +576,13 @@ static inline void forget(struct eco_stacks *s, eco_t *co)
     s->in_use--;
 }
 
+/* a has a warm slot again: its class hands out from it first. */
+static __attribute__((noinline)) void warm_link(struct eco_stk_arena *a)
+{
+    struct dl *h = &a->cls->warm;
+    dl_insert(&a->wl, h, h->next);
+}
+
 static inline void pool(struct eco_stacks *s, eco_t *co)
 {
     struct eco_stk_arena *a = co->arena;
@@ -566,16 +590,18 @@ static inline void pool(struct eco_stacks *s, eco_t *co)
     a->warm = co;
     a->nwarm++;
     s->pooled++;
-    struct dl *h = &a->cls->warm;
-    if (h->next != &a->wl) {
-        dl_del(&a->wl);
-        dl_insert(&a->wl, h, h->next);
-    }
+    if (ECO_UNLIKELY(a->wl.next == &a->wl))
+        warm_link(a);
 }
 
 static void arm(struct eco_rt *rt, long ms);
 static int trim(struct eco_rt *rt, size_t keep_warm, size_t need_free, size_t budget,
                 size_t *idle);
+
+static __attribute__((noinline)) void arm_tick(struct eco_rt *rt)
+{
+    arm(rt, TICK_MS);
+}
 
 /* Beyond the pool limit: co's pages go back now, and with pooling off its
  * arena too once empty. */
@@ -608,7 +634,7 @@ void eco__stack_put(struct eco_rt *rt, eco_t *co)
     }
     pool(s, co);
     if (ECO_UNLIKELY(!s->armed))
-        arm(rt, TICK_MS);
+        arm_tick(rt);
 }
 
 void eco__stack_unmap(struct eco_rt *rt, eco_t *co)
