@@ -216,7 +216,8 @@ ECO_API struct event_base *eco_base(void);
  * Returns 0 when no coroutine is left.  Errors: EPERM (no runtime, or called
  * from a coroutine), EDEADLK (coroutines are alive but the base has no event
  * that could ever wake them, e.g. a coroutine that was created and never
- * resumed), EIO (event_base_loop failed).
+ * resumed; up to about a second late while the stack pool's timer is
+ * pending, see eco_set_pool_limit), EIO (event_base_loop failed).
  */
 ECO_API int eco_loop(void);
 
@@ -246,7 +247,8 @@ typedef struct eco_stats {
                          or given back inside a mapping still in use */
     size_t committed; /* estimate of the bytes of memory the stacks and their
                          records hold: one page per stack in use or pooled
-                         (deeper stacks hold more) and the records touched */
+                         (deeper stacks hold more), the records, and the top
+                         pages of a new mapping's unused stacks */
 } eco_stats_t;
 
 /* Fills *st.  Errors: EINVAL (st NULL), EPERM (no runtime). */

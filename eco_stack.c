@@ -30,9 +30,11 @@
  * Handing a stack out and taking it back makes no system call.  A free slot
  * is warm (pooled, its pages kept) or cold (its pages given back with
  * MADV_DONTNEED, which leaves guard regions in place, its address space
- * still mapped).  eco__stack_get takes the warm stack freed last (its pages
- * are committed and likely cached), then a cold slot of the oldest arena (so
- * that newer arenas empty out), then a new arena.
+ * still mapped).  eco__stack_get takes the warm stack freed last in the
+ * arena that got a warm one last (its pages are committed and likely
+ * cached), then a cold slot of the oldest arena (so that newer arenas empty
+ * out), then a new arena, whose records and top pages populate commits in
+ * one call.
  *
  * The pool follows demand: while there is something to give back, a timer
  * ticks every TICK_MS; the most stacks in use during each of the last
