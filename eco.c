@@ -36,8 +36,6 @@ static atomic_ulong id_source = 1;
  * for I/O again: bounds the latency a chatty set of coroutines adds. */
 #define RUNQ_BUDGET 1024
 
-#define POOL_LIMIT_DEFAULT 256
-
 int eco__eperm(void)
 {
     errno = EPERM;
@@ -256,6 +254,11 @@ static void notify_cb(evutil_socket_t fd, short what, void *arg)
      * notify_pending is in the list we take; one after that writes anew. */
     if (read(fd, &count, sizeof count) < 0 && errno != EAGAIN)
         return;
+    eco__remote_drain(rt);
+}
+
+void eco__remote_drain(struct eco_rt *rt)
+{
     pthread_mutex_lock(&rt->remote_lock);
     struct eco_remote *list = rt->remote;
     size_t n = rt->remote_n, cap = rt->remote_cap;
@@ -675,7 +678,7 @@ int eco_setup(struct event_base *base)
     }
     rt->base = base;
     rt->stack_size = ECO_STACK_DEFAULT;
-    rt->pool_limit = POOL_LIMIT_DEFAULT;
+    eco__stacks_init(rt);
     rt->current = &rt->main;
     rt->main.state = ECO_S_ACTIVE;
     rt->main.by_loop = 1;
@@ -735,8 +738,7 @@ void eco_teardown(void)
 #endif
         eco__stack_unmap(rt, co);
     }
-    eco__stack_trim(rt, 0);
-    eco__slab_free(rt);
+    eco__stacks_fini(rt);
     for (int i = rt->nhooks; i-- > 0;)
         if (rt->hooks[i]->at_teardown != NULL)
             rt->hooks[i]->at_teardown(rt);
@@ -797,9 +799,8 @@ int eco_set_pool_limit(size_t n)
     struct eco_rt *rt = eco__rt;
     if (rt == NULL)
         return eco__eperm();
-    rt->pool_limit = n;
     reap(rt);
-    eco__stack_trim(rt, n);
+    eco__stack_limit(rt, n);
     return 0;
 }
 
@@ -812,8 +813,7 @@ int eco_stats(eco_stats_t *st)
     }
     reap(rt);
     st->alive = rt->alive;
-    st->stacks = rt->stacks;
-    st->pooled = rt->pooled;
+    eco__stack_stats(rt, st);
     return 0;
 }
 

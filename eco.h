@@ -118,8 +118,8 @@ ECO_API int eco_attr_init(eco_attr_t *attr);
  * run until eco_resume (or, for eco_go, the loop) starts it.
  *
  * Its stack is mmap'd (committed by the kernel only as it is touched) with a
- * guard region below it; a stack of the runtime's default size is taken from
- * the runtime's pool of finished stacks when one is there.  Running off the
+ * guard region below it, many stacks to a mapping; a finished stack of the
+ * same size is taken from the runtime's pool when one is there.  Running off the
  * end of the stack prints "eco: stack overflow in coroutine NAME" to stderr
  * and aborts the process.
  *
@@ -372,16 +372,30 @@ ECO_API int eco_loop(void);
  * thread.  Errors: EINVAL (out of [ECO_STACK_MIN, ECO_STACK_MAX]), EPERM. */
 ECO_API int eco_set_stack_size(size_t size);
 
-/* Sets how many finished default-size stacks the runtime keeps for reuse
- * (default 256; 0 disables pooling).  Extra stacks are unmapped at once.
- * Errors: EPERM. */
+/*
+ * Sets the most finished stacks the runtime keeps for reuse with their
+ * memory (default SIZE_MAX: no bound; 0 disables pooling).  Within that
+ * bound the pool follows demand: a stack that no coroutine of the last
+ * second or so needed gives its memory back, from a libevent timer that
+ * the runtime keeps pending only while the pool holds something to give
+ * back.  That timer keeps event_base_dispatch running for about a second
+ * after the last coroutine finished (eco_loop returns at once, and its
+ * deadlock check does not count it).  Beyond the bound, a finished stack
+ * gives its memory back at once.  Errors: EPERM.
+ */
 ECO_API int eco_set_pool_limit(size_t n);
 
 /* Counters of this thread's runtime, for tests and monitoring. */
 typedef struct eco_stats {
-    size_t alive;   /* coroutines created and not DONE */
-    size_t stacks;  /* stacks mapped now, in use or pooled */
-    size_t pooled;  /* finished stacks kept for reuse */
+    size_t alive;     /* coroutines created and not DONE */
+    size_t stacks;    /* stacks in use or pooled */
+    size_t pooled;    /* finished stacks kept for reuse with their memory */
+    size_t mapped;    /* stacks whose address space is mapped: in use, pooled,
+                         or given back inside a mapping still in use */
+    size_t committed; /* estimate of the bytes of memory the stacks and their
+                         records hold: one page per stack in use or pooled
+                         (deeper stacks hold more), the records, and the top
+                         pages of a new mapping's unused stacks */
 } eco_stats_t;
 
 /* Fills *st.  Errors: EINVAL (st NULL), EPERM (no runtime). */

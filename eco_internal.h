@@ -152,13 +152,11 @@ struct eco {
     eco_t *all_prev, *all_next; /* every record of the runtime not freed */
     int joined;            /* a joiner from the main stack waits on it */
 
-    /* The stack; these survive in the pool. */
-    char *map;             /* start of the mapping (guard region first) */
-    size_t map_size;
+    /* The stack (eco_stack.c); these stay with the record's slot. */
+    struct eco_stk_arena *arena; /* the mapping holding record and stack */
     char *stack_lo;        /* lowest usable byte, just above the guard */
     size_t stack_size;     /* usable bytes from stack_lo to the stack's top */
-    size_t stack_req;      /* size asked for; pooled by this */
-    size_t guard_size;
+    size_t stack_req;      /* size asked for */
     unsigned valgrind_id;
 
 #if defined(ECO_WITH_ASAN)
@@ -186,6 +184,35 @@ struct eco_hooks {
     void (*at_quiet)(struct eco_rt *rt);
 };
 #define ECO_HOOKS_MAX 8
+
+
+/* Recent ticks of the trim timer whose peak demand the pool remembers. */
+#define ECO_STK_WINDOWS 4
+
+struct eco_stk_class;
+
+/*
+ * A runtime's stacks (eco_stack.c): records and stacks live in arenas of
+ * many slots per mapping, one list of arenas per slot size (class).  A free
+ * slot is warm (pooled: its memory kept for reuse) or cold (its memory given
+ * back, its address space still mapped).  A timer trims the warm ones that
+ * recent demand did not need.
+ */
+struct eco_stacks {
+    /* What creating and freeing a coroutine touch comes first. */
+    struct eco_stk_class *last; /* class of the latest eco__stack_get */
+    size_t in_use;         /* slots handed out */
+    size_t pooled;         /* warm free slots */
+    size_t peak;           /* most in use since the last tick */
+    size_t limit;          /* upper bound of pooled (eco_set_pool_limit) */
+    unsigned char armed;   /* trim_ev is pending (eco__ev_add's flag) */
+    int more;              /* the last tick ran out of budget */
+    size_t mapped;         /* slots in mapped arenas */
+    size_t peaks[ECO_STK_WINDOWS]; /* peak of each recent window, a ring */
+    unsigned tick;         /* windows closed so far */
+    struct eco_stk_class *classes;
+    struct event *trim_ev; /* created on first use */
+};
 
 /* ---- eco_socket.c's state ---- */
 
@@ -236,14 +263,7 @@ struct eco_rt {
     size_t timers;
     size_t own_events;
 
-    /* Pool of finished default-size stacks (linked through ->next). */
-    eco_t *pool;
-    size_t pooled;
-    size_t pool_limit;
-    size_t stacks;         /* mapped now */
-    unsigned color;        /* spreads stack tops over cache sets (eco_stack.c) */
-    void *slab;            /* chunks of record slots (eco_stack.c) */
-    eco_t *slab_free;      /* free slots, linked through ->next */
+    struct eco_stacks stk; /* stacks, records and their pool (eco_stack.c) */
     eco_t *all;            /* coroutines not yet freed, for teardown */
     eco_t *zombie;         /* a finished detached coroutine, freed later:
                               not while its own stack is running */
@@ -346,21 +366,31 @@ static inline void eco__switch_back(struct eco_rt *rt, eco_t *co)
 
 /* ---- stacks (eco_stack.c) ---- */
 
-/* A coroutine record on a stack of stack_size usable bytes, from the pool
- * when the size is the runtime's default.  Only the stack fields are set;
- * NULL with errno ENOMEM on failure. */
+/* Sets up rt->stk (eco_setup; the runtime is zeroed and has its base). */
+ECO_HIDDEN void eco__stacks_init(struct eco_rt *rt);
+/* A coroutine record on a stack of at least stack_size usable bytes, warm
+ * from the pool when one of that size is there.  Only the stack fields are
+ * set; NULL with errno ENOMEM on failure. */
 ECO_HIDDEN eco_t *eco__stack_get(struct eco_rt *rt, size_t stack_size);
-/* Returns co's stack to the pool, or unmaps it. */
+/* Returns co's record and stack to the pool (or gives the memory back at
+ * once beyond the pool limit). */
 ECO_HIDDEN void eco__stack_put(struct eco_rt *rt, eco_t *co);
-/* Unmaps pooled stacks beyond `keep`. */
+/* Gives back at once the memory of pooled stacks beyond `keep`, and unmaps
+ * arenas left with nothing in use or pooled. */
 ECO_HIDDEN void eco__stack_trim(struct eco_rt *rt, size_t keep);
-/* Unmaps co's stack unconditionally and frees its record. */
+/* Takes back the record and stack of co, abandoned (eco_teardown): not kept
+ * for reuse; the next trim or eco__stacks_fini gives the memory back. */
 ECO_HIDDEN void eco__stack_unmap(struct eco_rt *rt, eco_t *co);
-/* Frees the record slab; every record must have been unmapped. */
-ECO_HIDDEN void eco__slab_free(struct eco_rt *rt);
 /* Bytes of co's stack in use at its deepest so far, from the pages the
  * kernel has committed (a pooled stack remembers earlier users'). */
 ECO_HIDDEN size_t eco__stack_used(const eco_t *co);
+/* Sets the pool's upper bound and trims to it (eco_set_pool_limit). */
+ECO_HIDDEN void eco__stack_limit(struct eco_rt *rt, size_t n);
+/* The stack counters of eco_stats. */
+ECO_HIDDEN void eco__stack_stats(struct eco_rt *rt, eco_stats_t *st);
+/* Unmaps every arena and frees the trim timer (eco_teardown, before the
+ * base is freed); every record must have been put or unmapped. */
+ECO_HIDDEN void eco__stacks_fini(struct eco_rt *rt);
 /* Installs the overflow reporter (once per process) and an alternate signal
  * stack for this thread if it has none.  0, or -1 with errno. */
 ECO_HIDDEN int eco__overflow_setup(struct eco_rt *rt);
@@ -392,6 +422,9 @@ ECO_HIDDEN int eco__remote(eco_t *co, int what);
 /* Makes sure this runtime listens for requests from other threads.  0, or
  * -1 with errno. */
 ECO_HIDDEN int eco__notify_add(struct eco_rt *rt);
+/* Acts on the requests other threads have queued (notify_cb, and the stack
+ * trimmer before it unmaps records a request may name). */
+ECO_HIDDEN void eco__remote_drain(struct eco_rt *rt);
 /* Waits until a request from another thread to wake co has been queued
  * (eco_teardown, for a wait a peer has completed). */
 ECO_HIDDEN void eco__remote_await(eco_t *co);

@@ -30,3 +30,11 @@ if(CMAKE_CXX_COMPILER)
 else()
   message(STATUS "bench: no C++ compiler; bench_switch_boost not built")
 endif()
+
+# Stacks at scale (issue 15): bursts and a million parked; bench/run_stacks.sh.
+foreach(name bench_burst bench_million)
+  if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/${name}.c)
+    add_executable(${name} ${CMAKE_CURRENT_SOURCE_DIR}/${name}.c)
+    target_link_libraries(${name} PRIVATE eco_static)
+  endif()
+endforeach()
