@@ -351,6 +351,70 @@ START_TEST(reconnects_after_redis_restarts)
 }
 END_TEST
 
+/* redis stops answering (SIGSTOP): with --timeout 500 every request gets
+ * 502 or 503 within a bound instead of hanging, and /count works again
+ * once redis goes on. */
+static void *stalled_client(void *arg)
+{
+    int *done = arg, st;
+    char body[128];
+    long long t = now_ms();
+    ck_assert_int_eq(http_get("/count/t", &st, body, sizeof body), 0);
+    ck_assert_msg(st == 502 || st == 503, "status %d", st);
+    ck_assert_msg(now_ms() - t < 3000, "answered after %lld ms", now_ms() - t);
+    (*done)++;
+    return NULL;
+}
+
+static void *stall_main(void *arg)
+{
+    (void)arg;
+    int st, done = 0;
+    char body[128];
+    ck_assert_int_eq(http_get("/count/t", &st, body, sizeof body), 0);
+    ck_assert_int_eq(st, 200);
+    ck_assert_str_eq(body, "t 1\n");
+    ck_assert_int_eq(kill(redis_pid, SIGSTOP), 0);
+    eco_t *co[5];
+    for (int i = 0; i < 5; i++) {
+        co[i] = eco_create(stalled_client, &done, NULL);
+        ck_assert_ptr_nonnull(co[i]);
+        ck_assert_int_eq(eco_resume(co[i]), 0);
+    }
+    for (int i = 0; i < 5; i++)
+        ck_assert_int_eq(eco_join(co[i], NULL), 0);
+    ck_assert_int_eq(done, 5);
+    ck_assert_int_eq(kill(redis_pid, SIGCONT), 0);
+    long long back = now_ms();
+    for (;;) {
+        ck_assert_int_eq(http_get("/count/t", &st, body, sizeof body), 0);
+        if (st == 200)
+            break;
+        ck_assert_msg(now_ms() - back < 6000, "no recovery after %lld ms", now_ms() - back);
+        eco_sleep(20);
+    }
+    long long v;
+    ck_assert_int_eq(sscanf(body, "t %lld", &v), 1);
+    ck_assert_int_eq(http_get("/count/t", &st, body, sizeof body), 0);
+    ck_assert_int_eq(st, 200);
+    long long w;
+    ck_assert_int_eq(sscanf(body, "t %lld", &w), 1);
+    ck_assert_int_eq(w, v + 1); /* replies are in step again */
+    return NULL;
+}
+
+START_TEST(stalled_redis_times_out)
+{
+    stop_pid(&mixed_pid, SIGTERM);
+    char redis[64];
+    snprintf(redis, sizeof redis, "127.0.0.1:%d", redis_port);
+    char *argv[] = {MIXED_BIN, "--port", "0", "--redis", redis, "--timeout", "500", NULL};
+    mixed_pid = sample_start(argv, &http_port);
+    ck_assert_int_eq(eco_go(stall_main, NULL), 0);
+    ck_assert_int_eq(eco_loop(), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("mixed");
@@ -363,6 +427,7 @@ int main(void)
     tcase_add_test(tc, error_reply_fails_only_its_request);
     tcase_add_test(tc, long_replies);
     tcase_add_test(tc, reconnects_after_redis_restarts);
+    tcase_add_test(tc, stalled_redis_times_out);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
