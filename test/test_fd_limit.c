@@ -23,12 +23,13 @@
 
 static pid_t echo_pid = -1, proxy_pid = -1;
 static int err_fd = -1;
-static char err_path[] = "/tmp/eco_fd_limit_XXXXXX";
+static char err_path[64];
 
 static void up(void)
 {
     signal(SIGPIPE, SIG_IGN);
     need_fds(CLIENTS + 64);
+    snprintf(err_path, sizeof err_path, "/tmp/eco_fd_limit_XXXXXX");
     err_fd = mkstemp(err_path);
     ck_assert_int_ge(err_fd, 0);
     ck_assert_int_eq(eco_setup(NULL), 0);
