@@ -104,9 +104,11 @@ static void *drive(void *arg)
     (void)arg;
     for (int i = 0; i < CLIENTS; i++)
         ck_assert_int_eq(eco_go(client, (void *)(intptr_t)i), 0);
-    /* Wait (bounded) for the server to run out of fds. */
-    for (int i = 0; emfile_lines() == 0; i++) {
-        ck_assert_msg(i < 1000, "the server never ran out of fds");
+    /* Wait (bounded) for the server to run out of fds, having served some
+     * (slow under sanitizers on a loaded machine). */
+    for (int i = 0; emfile_lines() == 0 || served == 0; i++) {
+        ck_assert_msg(i < 3000, "after 30 s: %d served, %s", served,
+                      emfile_lines() ? "out of fds" : "never out of fds");
         eco_sleep(10);
     }
     long long t1 = now_ms();
@@ -116,7 +118,7 @@ static void *drive(void *arg)
     ck_assert_msg(lines <= (now_ms() - t1) / 1000 + 2, "%d log lines in %lld ms", lines,
                   now_ms() - t1);
     int held = served;
-    ck_assert_msg(held > 0 && held < CLIENTS, "%d of %d served within the limit", held, CLIENTS);
+    ck_assert_msg(held < CLIENTS, "all %d served within a limit of %d fds", CLIENTS, NOFILE);
     /* Earlier clients close: those still in the backlog must be served
      * (eco_loop waits for every client; a refused one fails its read). */
     ck_assert_int_eq(eco_chan_close(release), 0);
