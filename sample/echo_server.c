@@ -20,7 +20,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "accept_util.h"
 #include "eco.h"
+
+static struct accept_guard guard;
 
 static void *serve(void *arg)
 {
@@ -31,28 +34,32 @@ static void *serve(void *arg)
         if (eco_write_full(fd, buf, (size_t)n) != n)
             break;
     eco_close(fd);
+    accept_guard_closed(&guard);
     return NULL;
 }
 
+/* Out of fds or memory, the loop waits for a close (accept_util.h): the
+ * clients in the backlog are served as fds come back. */
 static void *accept_loop(void *arg)
 {
     int lfd = (int)(intptr_t)arg;
+    accept_guard_init(&guard, "echo_server");
     for (;;) {
         int fd = eco_accept(lfd, NULL, NULL);
         if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                perror("accept");
-                eco_sleep(100); /* out of resources: back off, keep serving */
+            if (accept_shortage(errno)) {
+                accept_backoff(&guard, "accept", errno);
                 continue;
             }
-            perror("accept");
+            perror("echo_server: accept");
             break;
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         if (eco_go(serve, (void *)(intptr_t)fd) != 0) {
-            perror("eco_go");
+            int err = errno;
             eco_close(fd);
+            accept_backoff(&guard, "eco_go", err);
         }
     }
     eco_close(lfd);

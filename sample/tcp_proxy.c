@@ -6,6 +6,11 @@
  *
  * When one side finishes sending (EOF), the proxy passes the half-close on
  * (shutdown SHUT_WR) and keeps copying the other way until it ends too.
+ *
+ * Each client needs two fds.  The accept loop makes the backend socket
+ * before it accepts, so a client it takes in is never dropped for want of
+ * an fd; out of fds it backs off until a connection closes (accept_util.h)
+ * and the backlog waits to be served.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -20,7 +25,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "accept_util.h"
 #include "eco.h"
+
+static struct accept_guard guard;
 
 static struct addrinfo *backend;
 
@@ -46,51 +54,74 @@ static void *pump(void *arg)
     return NULL;
 }
 
+struct conn {
+    int cfd, bfd; /* the client's, and a fresh socket for the backend */
+};
+
 static void *client(void *arg)
 {
-    int cfd = (int)(intptr_t)arg;
-    int bfd = eco_socket(backend->ai_family, SOCK_STREAM, 0);
-    if (bfd < 0 || eco_connect(bfd, backend->ai_addr, backend->ai_addrlen) != 0) {
+    struct conn *c = arg;
+    int cfd = c->cfd, bfd = c->bfd;
+    free(c);
+    if (eco_connect(bfd, backend->ai_addr, backend->ai_addrlen) != 0) {
         fprintf(stderr, "tcp_proxy: backend: %s\n", strerror(errno));
-        if (bfd >= 0)
-            eco_close(bfd);
-        eco_close(cfd);
-        return NULL;
-    }
-    int one = 1;
-    setsockopt(bfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    struct pipe_ends up = {cfd, bfd}, down = {bfd, cfd};
-    eco_t *back = eco_create(pump, &down, NULL);
-    if (back == NULL) {
-        perror("eco_create");
     } else {
-        eco_resume(back); /* backend -> client, beside us */
-        pump(&up);        /* client -> backend, here */
-        eco_join(back, NULL);
+        int one = 1;
+        setsockopt(bfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        struct pipe_ends up = {cfd, bfd}, down = {bfd, cfd};
+        eco_t *back = eco_create(pump, &down, NULL);
+        if (back == NULL) {
+            perror("eco_create");
+        } else {
+            eco_resume(back); /* backend -> client, beside us */
+            pump(&up);        /* client -> backend, here */
+            eco_join(back, NULL);
+        }
     }
     eco_close(bfd);
     eco_close(cfd);
+    accept_guard_closed(&guard);
     return NULL;
 }
 
 static void *accept_loop(void *arg)
 {
     int lfd = (int)(intptr_t)arg;
+    accept_guard_init(&guard, "tcp_proxy");
     for (;;) {
-        int fd = eco_accept(lfd, NULL, NULL);
-        if (fd < 0) {
-            perror("accept");
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                eco_sleep(100);
+        int bfd = eco_socket(backend->ai_family, SOCK_STREAM, 0);
+        if (bfd < 0) {
+            if (accept_shortage(errno)) {
+                accept_backoff(&guard, "socket", errno);
                 continue;
             }
+            perror("tcp_proxy: socket");
+            break;
+        }
+        int fd = eco_accept(lfd, NULL, NULL);
+        if (fd < 0) {
+            int err = errno;
+            eco_close(bfd);
+            if (accept_shortage(err)) {
+                accept_backoff(&guard, "accept", err);
+                continue;
+            }
+            fprintf(stderr, "tcp_proxy: accept: %s\n", strerror(err));
             break;
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        if (eco_go(client, (void *)(intptr_t)fd) != 0) {
-            perror("eco_go");
+        struct conn *c = malloc(sizeof *c);
+        if (c != NULL) {
+            c->cfd = fd;
+            c->bfd = bfd;
+        }
+        if (c == NULL || eco_go(client, c) != 0) {
+            int err = c == NULL ? ENOMEM : errno;
+            free(c);
             eco_close(fd);
+            eco_close(bfd);
+            accept_backoff(&guard, "eco_go", err);
         }
     }
     eco_close(lfd);

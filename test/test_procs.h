@@ -129,6 +129,9 @@ static inline pid_t sample_start_ex(char *const argv[], int *port, rlim_t nofile
             int err = open(errfile, O_WRONLY | O_CREAT | O_APPEND, 0600);
             dup2(err, 2);
         }
+        /* Only stdio goes to the sample: an fd limit counts its own. */
+        for (int fd = 3; fd < 1024; fd++)
+            close(fd);
         /* The limit is set by a shell: Valgrind, which this child may
          * still be running under, keeps its own fd limit. */
         char *args[40], script[64];

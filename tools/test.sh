@@ -9,7 +9,7 @@ ROOT=$(pwd)
 JOBS=$(nproc 2>/dev/null || echo 2)
 FLAVOURS=${ECO_FLAVOURS:-"native asan tsan valgrind aarch64"}
 
-sh tools/deps.sh build-essential cmake pkg-config libevent-dev check redis-server
+sh tools/deps.sh build-essential cmake pkg-config libevent-dev check redis-server libhiredis-dev
 
 build_and_test() { # name, extra cmake args...
     name=$1; shift
@@ -26,10 +26,12 @@ build_and_test() { # name, extra cmake args...
 # libevent-dev:arm64 cannot sit beside the native libevent-dev, and its
 # headers are the same, so we make its two missing pieces ourselves: .so
 # links to the arm64 runtime libraries and a pkg-config file for them.
+# libhiredis-dev is Multi-Arch: same, so its arm64 package sits beside the
+# native one (for sample/mixed).
 aarch64_env() {
     sh tools/deps.sh crossbuild-essential-arm64 qemu-user-static pkgconf:arm64 check:arm64 \
         libevent-2.1-7:arm64 libevent-core-2.1-7:arm64 libevent-pthreads-2.1-7:arm64 \
-        libevent-extra-2.1-7:arm64
+        libevent-extra-2.1-7:arm64 libhiredis-dev:arm64
     dev="$ROOT/.deps/arm64"
     mkdir -p "$dev/lib/pkgconfig"
     for lib in event_core event_pthreads event_extra event; do
