@@ -106,6 +106,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dump_on_quit.h"
 #include "eco.h"
 
 #include <event2/event.h>
@@ -1468,14 +1469,6 @@ static void *proxy_main(void *arg)
 
 /* ---- setup ---- */
 
-static void dump_coroutines(evutil_socket_t sig, short what, void *arg)
-{
-    (void)sig;
-    (void)what;
-    (void)arg;
-    eco_dump(STDERR_FILENO);
-}
-
 static void usage(FILE *out)
 {
     fprintf(out,
@@ -1643,11 +1636,7 @@ int main(int argc, char **argv)
                 strerror(errno));
         return 1;
     }
-    /* kill -QUIT prints what every coroutine waits on, as a Go program
-     * prints its goroutines. */
-    struct event *dump = evsignal_new(eco_base(), SIGQUIT, dump_coroutines, NULL);
-    if (dump == NULL || event_add(dump, NULL) != 0)
-        fprintf(stderr, "redis_proxy: no SIGQUIT dump\n");
+    struct event *dump = dump_on_quit("redis_proxy");
     eco_go(proxy_main, (void *)(intptr_t)lfd);
     eco_loop();
     if (dump != NULL)

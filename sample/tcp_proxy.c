@@ -6,6 +6,10 @@
  *
  * When one side finishes sending (EOF), the proxy passes the half-close on
  * (shutdown SHUT_WR) and keeps copying the other way until it ends too.
+ * When one side fails (a client that vanished with a reset), the other
+ * direction's coroutine is cancelled (eco_cancel) wherever it waits, so a
+ * client that goes away leaves nothing behind.  kill -QUIT prints every
+ * coroutine and what it waits on (eco_dump) to stderr.
  *
  * Each client needs two fds.  The accept loop makes the backend socket
  * before it accepts, so a client it takes in is never dropped for want of
@@ -26,60 +30,69 @@
 #include <string.h>
 
 #include "accept_util.h"
+#include "dump_on_quit.h"
 #include "eco.h"
 
 static struct accept_guard guard;
 
 static struct addrinfo *backend;
 
-struct pipe_ends {
-    int from, to;
+/* One client: its two fds and the two coroutines copying between them. */
+struct link {
+    int cfd, bfd;          /* the client's, and a fresh socket for the backend */
+    eco_t *pump[2];        /* client -> backend (the client coroutine), back */
+    int running[2];
 };
 
-/* Copies from -> to until EOF or an error, then half-closes to. */
-static void *pump(void *arg)
+/* Copies one way until EOF or an error, then half-closes the receiving
+ * side.  An error (a reset, a broken pipe) leaves the other direction with
+ * nobody to copy to or from: it is cancelled, wherever it waits. */
+static void pump(struct link *l, int dir)
 {
-    /* The ends live in the client coroutine's frame, on its stack: read
-     * them once, not through p after every wake-up. */
-    const struct pipe_ends *p = arg;
-    int from = p->from, to = p->to;
+    int from = dir == 0 ? l->cfd : l->bfd, to = dir == 0 ? l->bfd : l->cfd;
     char buf[4096]; /* a page: small stacks, small working set */
     ssize_t n;
-    while ((n = eco_read(from, buf, sizeof buf)) > 0)
-        if (eco_write_full(to, buf, (size_t)n) != n)
+    while ((n = eco_read(from, buf, sizeof buf)) > 0) {
+        if (eco_write_full(to, buf, (size_t)n) != n) {
+            n = -1;
             break;
-    if (n < 0) /* an error, not EOF: stop the other side too */
-        shutdown(from, SHUT_RDWR);
+        }
+    }
+    l->running[dir] = 0;
+    if (n < 0 && errno != ECANCELED && l->running[!dir])
+        eco_cancel(l->pump[!dir]);
     shutdown(to, SHUT_WR);
+}
+
+static void *pump_back(void *arg)
+{
+    pump(arg, 1);
     return NULL;
 }
 
-struct conn {
-    int cfd, bfd; /* the client's, and a fresh socket for the backend */
-};
-
 static void *client(void *arg)
 {
-    struct conn *c = arg;
-    int cfd = c->cfd, bfd = c->bfd;
-    free(c);
-    if (eco_connect(bfd, backend->ai_addr, backend->ai_addrlen) != 0) {
+    struct link *l = arg;
+    if (eco_connect(l->bfd, backend->ai_addr, backend->ai_addrlen) != 0) {
         fprintf(stderr, "tcp_proxy: backend: %s\n", strerror(errno));
     } else {
         int one = 1;
-        setsockopt(bfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        struct pipe_ends up = {cfd, bfd}, down = {bfd, cfd};
-        eco_t *back = eco_create(pump, &down, NULL);
-        if (back == NULL) {
+        setsockopt(l->bfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        l->pump[0] = eco_self();
+        l->pump[1] = eco_create(pump_back, l, NULL);
+        if (l->pump[1] == NULL) {
             perror("eco_create");
         } else {
-            eco_resume(back); /* backend -> client, beside us */
-            pump(&up);        /* client -> backend, here */
-            eco_join(back, NULL);
+            l->running[0] = l->running[1] = 1;
+            eco_resume(l->pump[1]); /* backend -> client, beside us */
+            pump(l, 0);             /* client -> backend, here */
+            eco_uncancel();         /* the other way may have cancelled us */
+            eco_join(l->pump[1], NULL);
         }
     }
-    eco_close(bfd);
-    eco_close(cfd);
+    eco_close(l->bfd);
+    eco_close(l->cfd);
+    free(l);
     accept_guard_closed(&guard);
     return NULL;
 }
@@ -111,7 +124,7 @@ static void *accept_loop(void *arg)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        struct conn *c = malloc(sizeof *c);
+        struct link *c = calloc(1, sizeof *c);
         if (c != NULL) {
             c->cfd = fd;
             c->bfd = bfd;
@@ -212,10 +225,13 @@ int main(int argc, char **argv)
     getsockname(lfd, (struct sockaddr *)&ss, &sl);
     int actual = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                                 : ((struct sockaddr_in *)&ss)->sin_port);
+    struct event *dump = dump_on_quit("tcp_proxy"); /* before anyone can send SIGQUIT */
     printf("tcp_proxy: listening on %s port %d, relaying to %s\n", bind_addr, actual, target);
     fflush(stdout);
     eco_go(accept_loop, (void *)(intptr_t)lfd);
     eco_loop();
+    if (dump != NULL)
+        event_free(dump);
     eco_teardown();
     eco_freeaddrinfo(backend);
     return 0;

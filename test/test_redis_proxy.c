@@ -1224,30 +1224,6 @@ END_TEST
 
 /* ---- clients that vanish while their replies are out: cancelled ---- */
 
-/* Asks the proxy for a dump (SIGQUIT) and returns its "eco: N coroutines
- * alive", read from its stderr file. */
-static long alive_in_dump(pid_t pid, const char *errfile)
-{
-    int before = count_lines(errfile, "coroutines alive");
-    ck_assert_int_eq(kill(pid, SIGQUIT), 0);
-    long t0 = now_ms();
-    for (;;) {
-        char line[512];
-        long n = -1;
-        int seen = 0;
-        FILE *f = fopen(errfile, "r");
-        while (f != NULL && fgets(line, sizeof line, f) != NULL)
-            if (strstr(line, "coroutines alive") != NULL && ++seen > before)
-                sscanf(line, "eco: %ld coroutines alive", &n);
-        if (f != NULL)
-            fclose(f);
-        if (n >= 0)
-            return n;
-        ck_assert_msg(now_ms() - t0 < 10000 * slow(), "no dump after SIGQUIT");
-        usleep(10000);
-    }
-}
-
 START_TEST(vanishing_clients_are_cancelled)
 {
     int n = slow() > 1 ? 200 : 1000;
@@ -1260,7 +1236,7 @@ START_TEST(vanishing_clients_are_cancelled)
                     "3600000", NULL};
     int port;
     pid_t pid = sample_start_ex(argv, &port, 0, errfile);
-    long base = alive_in_dump(pid, errfile);
+    long base = sample_alive(pid, errfile, 10000 * slow());
     ck_assert_int_eq(kill(redis_pid, SIGSTOP), 0);
     int *fds = calloc((size_t)n, sizeof *fds);
     char req[64];
@@ -1272,13 +1248,13 @@ START_TEST(vanishing_clients_are_cancelled)
     }
     /* Every client() is waiting for its reply... */
     long t0 = now_ms(), alive;
-    while ((alive = alive_in_dump(pid, errfile)) < base + n)
+    while ((alive = sample_alive(pid, errfile, 10000 * slow())) < base + n)
         ck_assert_msg(now_ms() - t0 < 20000 * slow(), "%ld of %d clients in", alive - base, n);
     /* ...when they all hang up. */
     for (int i = 0; i < n; i++)
         close(fds[i]);
     t0 = now_ms();
-    while ((alive = alive_in_dump(pid, errfile)) > base)
+    while ((alive = sample_alive(pid, errfile, 10000 * slow())) > base)
         ck_assert_msg(now_ms() - t0 < 10000 * slow(), "%ld still alive (baseline %ld)", alive,
                       base);
     /* The shared connection is in step: the stalled replies are dropped
