@@ -82,7 +82,8 @@
  *  keys live on several backends, when they come out of order, count twice
  *  towards the output limit.
  *  - Out of file descriptors, the accept loop waits for a client to close
- *    (or 100 ms), logs at most once a second, and then serves the backlog.
+ *    (or 100 ms), logs at most once a second, and then serves the backlog
+ *    (accept_util.h).
  *
  * A command goes to the backend of its first key (its second word), so
  * with several backends, multi-key commands (MGET k1 k2 ...) see only the
@@ -106,6 +107,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "accept_util.h"
 #include "dump_on_quit.h"
 #include "eco.h"
 
@@ -714,8 +716,7 @@ struct client {
     struct req reqs[MAX_BATCH];
 };
 
-static eco_chan_t *fd_freed; /* a client closed: the accept loop may retry */
-static int accept_waiting;
+static struct accept_guard guard; /* the accept loop's, out of fds */
 
 static void client_free(struct client *cl)
 {
@@ -1329,8 +1330,7 @@ static void client_end(struct client *cl)
     if (cl->hangup != NULL)
         event_free(cl->hangup);
     eco_close(cl->fd);
-    if (accept_waiting)
-        eco_chan_trysend(fd_freed, NULL);
+    accept_guard_closed(&guard);
     cl->dead = cl->gone = 1;
     if (cl->waiting == 0)
         client_free(cl);
@@ -1398,35 +1398,11 @@ static int local_port(int fd)
                                           : ((struct sockaddr_in *)&ss)->sin_port);
 }
 
-/* Out of fds or memory: waits for a client to close, or 100 ms, and says
- * so at most once a second. */
-static void accept_backoff(int err)
-{
-    static long last_log = -1000000;
-    static unsigned long quiet;
-    long now = now_ms();
-    if (now - last_log >= 1000) {
-        if (quiet > 0)
-            fprintf(stderr, "redis_proxy: accept: %s (and %lu more since the last report); "
-                            "waiting for a free descriptor\n", strerror(err), quiet);
-        else
-            fprintf(stderr, "redis_proxy: accept: %s; waiting for a free descriptor\n",
-                    strerror(err));
-        last_log = now;
-        quiet = 0;
-    } else {
-        quiet++;
-    }
-    accept_waiting = 1;
-    if (eco_chan_recv_timeout(fd_freed, NULL, 100) < 0 && errno != ETIMEDOUT)
-        eco_sleep(100);
-    accept_waiting = 0;
-}
-
 /* Dials every backend connection, then accepts clients for ever. */
 static void *proxy_main(void *arg)
 {
     int lfd = (int)(intptr_t)arg;
+    accept_guard_init(&guard, "redis_proxy");
     first_dials_left = nbackends * conns_per_backend;
     for (int b = 0; b < nbackends; b++)
         for (int i = 0; i < conns_per_backend; i++)
@@ -1443,8 +1419,8 @@ static void *proxy_main(void *arg)
     for (unsigned next_id = 0;; next_id++) {
         int fd = eco_accept(lfd, NULL, NULL);
         if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
-                accept_backoff(errno);
+            if (accept_shortage(errno))
+                accept_backoff(&guard, "accept", errno);
             else
                 eco_sleep(10);
             continue;
@@ -1604,9 +1580,8 @@ int main(int argc, char **argv)
         setrlimit(RLIMIT_NOFILE, &rl);
     }
     rules_index();
-    fd_freed = eco_chan_new(0, 1);
     first_dials_done = eco_chan_new(0, 1);
-    if (fd_freed == NULL || first_dials_done == NULL) {
+    if (first_dials_done == NULL) {
         perror("redis_proxy");
         return 1;
     }
