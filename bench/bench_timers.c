@@ -1,12 +1,13 @@
 /*
  * bench_timers.c - the cost of bounded waits at scale.
  *
- *   bench_timers run N K
+ *   bench_timers run N K [STACK_KB]
  *       N coroutines started with eco_go, each sleeping K times for a
  *       random 1-100 ms, then returning (a server with N clients and
- *       timeouts).  Reports wall, user, sys and CPU seconds and the worst
- *       overshoot of a sleep past its time.  bench/go/timers.go is the same
- *       program in Go.
+ *       timeouts), with stacks of STACK_KB KiB (default: the runtime's).
+ *       Reports wall, user, sys and CPU seconds and the worst overshoot of
+ *       a sleep past its time.  bench/go/timers.go is the same program in
+ *       Go.
  *
  *   bench_timers pending P
  *       P coroutines parked in long sleeps, then 1,000 coroutines each
@@ -159,8 +160,13 @@ int main(int argc, char **argv)
         perror("eco_setup");
         return 1;
     }
-    if (strcmp(argv[1], "run") == 0)
+    if (strcmp(argv[1], "run") == 0) {
+        if (argc > 4 && eco_set_stack_size((size_t)bench_arg(argc, argv, 4, 256) * 1024) != 0) {
+            perror("eco_set_stack_size");
+            return 2;
+        }
         run(bench_arg(argc, argv, 2, 100000), bench_arg(argc, argv, 3, 10));
+    }
     else if (strcmp(argv[1], "pending") == 0)
         pending(bench_arg(argc, argv, 2, 1000));
     else

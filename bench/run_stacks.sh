@@ -34,7 +34,7 @@ lib() { # source dir, build dir: a Release libeco.a
     cmake --build "$2" -j "$JOBS" --target eco_static >>"$2.log" 2>&1 || { tail -30 "$2.log"; exit 1; }
 }
 prog() { # source dir, build dir, program: the same bench source against each
-    cc -O2 -I"$1" -Ibench "bench/$3.c" "$2/libeco.a" $(pkg-config --libs libevent_core) -lpthread \
+    cc -O2 -I"$1" -Ibench "bench/$3.c" "$2/libeco.a" $(pkg-config --libs libevent_core libevent_extra) -lpthread \
         -o "$2/$3"
 }
 echo "== build: new (this tree) and old ($OLD)" >&2
