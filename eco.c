@@ -521,7 +521,8 @@ static int join_cancel(eco_t *co, struct eco_wait *w)
     return 1;
 }
 
-static const struct eco_wait_ops join_ops = {join_describe, join_cancel, 0};
+static const struct eco_wait_ops join_ops = {
+    .describe = join_describe, .cancel = join_cancel, .sourced = 0};
 
 /* The loop has nothing left that could ever wake a coroutine: none is
  * ready, no wait can be ended from outside, and the base holds no event

@@ -704,7 +704,9 @@ ECO_API int eco_chan_select(struct eco_chan_case *cases, size_t n, long timeout_
  * Whichever side comes second frees it, so neither ever finds it gone: if
  * the waiter gave up first (its timeout, its deadline, eco_cancel,
  * eco_teardown), the late eco_promise_resolve calls drop(value) - nobody
- * else will have the value - and frees the promise.  Both calls are
+ * else will have the value - and frees the promise; a waiter resolved but
+ * abandoned by eco_teardown before it ran again has its value dropped by
+ * eco_teardown.  Both calls are
  * required.  A promise whose resolver never resolves or rejects is never
  * freed (and an unbounded wait on it never ends, cancel and deadline
  * aside): so every path of the operation must end in one of the two calls,

@@ -469,7 +469,8 @@ static int chan_cancel(eco_t *co, struct eco_wait *w)
     return 1;
 }
 
-static const struct eco_wait_ops chan_ops = {chan_describe, chan_cancel, 1};
+static const struct eco_wait_ops chan_ops = {
+    .describe = chan_describe, .cancel = chan_cancel, .sourced = 1};
 
 /*
  * Waits until s is claimed (returns ECO_WAKE_READY) or its wait ends

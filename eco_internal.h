@@ -98,6 +98,10 @@ struct eco_wait_ops {
     /* Something outside the coroutines can end this wait (an fd, another
      * thread): eco_loop's deadlock check (eco.c). */
     unsigned char sourced;
+    /* Optional.  The wait completed (its waker handed it something) but
+     * the coroutine will never run to take it: eco_teardown.  Releases
+     * what was handed over. */
+    void (*abandon)(eco_t *co, struct eco_wait *w);
 };
 
 /*

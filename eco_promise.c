@@ -188,7 +188,18 @@ static int promise_cancel(eco_t *co, struct eco_wait *w)
     return give_up(((struct promise_wait *)w)->p, P_PARKED);
 }
 
-static const struct eco_wait_ops promise_ops = {promise_describe, promise_cancel, 1};
+/* Settled, but the waiter will never take it: the value goes as if
+ * nobody had wanted it. */
+static void promise_abandon(eco_t *co, struct eco_wait *w)
+{
+    (void)co;
+    take(((struct promise_wait *)w)->p, NULL);
+}
+
+static const struct eco_wait_ops promise_ops = {.describe = promise_describe,
+                                                .cancel = promise_cancel,
+                                                .sourced = 1,
+                                                .abandon = promise_abandon};
 
 int eco_promise_wait(eco_promise_t *p, long timeout_ms, void **value)
 {

@@ -191,7 +191,8 @@ static int fd_cancel(eco_t *co, struct eco_wait *w)
     return 1;
 }
 
-#define FD_OPS(verb, dir, lock) {{fd_describe, fd_cancel, !(lock)}, verb, dir, lock}
+#define FD_OPS(verb, dir, lock)                                                               \
+    {{.describe = fd_describe, .cancel = fd_cancel, .sourced = !(lock)}, verb, dir, lock}
 static const struct fd_ops read_ops = FD_OPS("read", RD, 0);
 static const struct fd_ops write_ops = FD_OPS("write", WR, 0);
 static const struct fd_ops accept_ops = FD_OPS("accept", RD, 0);
@@ -1226,7 +1227,8 @@ static int poll_cancel(eco_t *co, struct eco_wait *w)
     return 1;
 }
 
-static const struct eco_wait_ops poll_ops = {poll_describe, poll_cancel, 1};
+static const struct eco_wait_ops poll_ops = {
+    .describe = poll_describe, .cancel = poll_cancel, .sourced = 1};
 
 static void poll_cb(evutil_socket_t fd, short what, void *arg)
 {

@@ -211,12 +211,18 @@ int eco__park_slow(struct eco_wait *w)
 }
 
 /* eco_teardown: co is abandoned; its wait lets go of its queue and timer
- * while both still exist. */
+ * while both still exist, and of what it was handed if it completed. */
 void eco__abandon(eco_t *co)
 {
-    if (co->state == ECO_S_PARKED && co->wake == ECO_WAKE_NONE && co->wait != NULL &&
-        !co->wait->ops->cancel(co, co->wait))
-        eco__remote_await(co); /* a peer completed it: let its wake-up land */
+    if (co->state == ECO_S_PARKED && co->wait != NULL) {
+        int done = co->wake == ECO_WAKE_READY || co->wake == ECO_WAKE_CLOSED;
+        if (co->wake == ECO_WAKE_NONE && !co->wait->ops->cancel(co, co->wait)) {
+            eco__remote_await(co); /* a peer completed it: let its wake-up land */
+            done = 1;
+        }
+        if (done && co->wait->ops->abandon != NULL)
+            co->wait->ops->abandon(co, co->wait);
+    }
     timer_del(co->rt, co);
     co->wait = NULL;
 }
@@ -291,7 +297,8 @@ static int sleep_cancel(eco_t *co, struct eco_wait *w)
     return 1;
 }
 
-static const struct eco_wait_ops sleep_ops = {sleep_describe, sleep_cancel, 0};
+static const struct eco_wait_ops sleep_ops = {
+    .describe = sleep_describe, .cancel = sleep_cancel, .sourced = 0};
 
 int eco_sleep(long ms)
 {

@@ -559,6 +559,46 @@ START_TEST(teardown_abandons_waiter)
 }
 END_TEST
 
+/* A waiter woken with the value but never run again: eco_teardown drops
+ * the value it was handed, once. */
+START_TEST(teardown_drops_value_not_taken)
+{
+    reset_counts();
+    ck_assert_int_eq(eco_setup(NULL), 0);
+    struct waiter w = {.p = eco_promise_new(drop_int), .timeout_ms = -1};
+    start_waiter(&w);
+    ck_assert_int_eq(eco_promise_resolve(w.p, boxed(5)), 0); /* queued, not run */
+    eco_teardown();
+    int dropped = atomic_load(&drops), sum = atomic_load(&drop_sum);
+    ck_assert_int_eq(dropped, 1);
+    ck_assert_int_eq(sum, 5);
+}
+END_TEST
+
+static void *resolve_now(void *arg)
+{
+    ck_assert_int_eq(eco_promise_resolve(arg, boxed(9)), 0);
+    return NULL;
+}
+
+/* The same when the value came from another thread: its wake-up request
+ * is queued for a loop that never runs again. */
+START_TEST(teardown_drops_value_from_thread)
+{
+    reset_counts();
+    ck_assert_int_eq(eco_setup(NULL), 0);
+    struct waiter w = {.p = eco_promise_new(drop_int), .timeout_ms = -1};
+    start_waiter(&w);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, resolve_now, w.p), 0);
+    pthread_join(t, NULL);
+    eco_teardown();
+    int dropped = atomic_load(&drops), sum = atomic_load(&drop_sum);
+    ck_assert_int_eq(dropped, 1);
+    ck_assert_int_eq(sum, 9);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("promise");
@@ -584,6 +624,8 @@ int main(void)
     TCase *bare = tcase_create("teardown");
     tcase_set_timeout(bare, 60);
     tcase_add_test(bare, teardown_abandons_waiter);
+    tcase_add_test(bare, teardown_drops_value_not_taken);
+    tcase_add_test(bare, teardown_drops_value_from_thread);
     suite_add_tcase(s, bare);
     return run_suite(s);
 }
