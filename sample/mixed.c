@@ -509,20 +509,22 @@ static void *file_handler(void *arg)
     }
     j->max = max_file;
     memcpy(j->name, name, len + 1);
-    free(name);
     eco_set_deadline(eco_self(), timeout_ms);
     void *done;
     if (eco_run_blocking(read_file, j, &done, file_job_free) != 0) {
         int err = errno;
-        reply_text(req, err == ETIMEDOUT ? 504 : 500, "/file/%s: %s\n", j->name, strerror(err));
         /* ETIMEDOUT, ECANCELED: the read goes on in the pool and
-         * file_job_free frees j after it.  (Stopped before it was queued,
-         * j would leak; this handler sets its deadline just before.)
-         * Otherwise read_file never ran and j is still ours. */
+         * file_job_free frees j after it, maybe now: j is not ours to
+         * touch.  (Stopped before it was queued, j would leak; this
+         * handler sets its deadline just before.)  Otherwise read_file
+         * never ran and j is still ours. */
         if (err != ETIMEDOUT && err != ECANCELED)
             file_job_free(j, NULL);
+        reply_text(req, err == ETIMEDOUT ? 504 : 500, "%s: %s\n", name, strerror(err));
+        free(name);
         return NULL;
     }
+    free(name);
     switch (j->err) {
     case 0:
         evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
