@@ -1,10 +1,17 @@
 /* test_mixed.c - sample/mixed: plain evhttp callbacks and coroutine
- * handlers in one event_base, against a real redis-server. */
+ * handlers in one event_base, against a real redis-server, a DNS server of
+ * the test's own on 127.0.0.1 (evdns's server API, in the test's loop) and
+ * a directory of files the test writes. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <event2/dns.h>
+#include <event2/dns_struct.h>
+#include <netdb.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "test_procs.h"
@@ -13,26 +20,109 @@
 #error "MIXED_BIN must name the sample binary"
 #endif
 
+#define MAX_FILE 300000 /* mixed's --max-file here */
+
 static pid_t redis_pid = -1, mixed_pid = -1;
 static int redis_port, http_port;
+static char dir[32], hosts[64]; /* --files, --hosts */
+
+/* ---- the test's DNS server: alpha.test is 127.0.0.2, silent.test never
+ * answers, every other name does not exist ---- */
+
+static struct {
+    int fd, port, queries;
+    struct evdns_server_port *sp;
+} dns;
+
+static void dns_answer(struct evdns_server_request *req, void *arg)
+{
+    (void)arg;
+    dns.queries++;
+    int err = 0;
+    for (int i = 0; i < req->nquestions; i++) {
+        const struct evdns_server_question *q = req->questions[i];
+        /* evdns randomises the case of the names it asks (0x20). */
+        if (strcasecmp(q->name, "silent.test") == 0) {
+            evdns_server_request_drop(req);
+            return;
+        }
+        if (strcasecmp(q->name, "alpha.test") != 0) {
+            err = DNS_ERR_NOTEXIST;
+        } else if (q->type == EVDNS_TYPE_A) { /* AAAA: none, an empty reply */
+            uint32_t a = htonl(0x7f000002);
+            evdns_server_request_add_a_reply(req, q->name, 1, &a, 60);
+        }
+    }
+    evdns_server_request_respond(req, err);
+}
+
+static void dns_start(void)
+{
+    dns.queries = 0;
+    dns.fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(dns.fd, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof sa;
+    ck_assert_int_eq(bind(dns.fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    ck_assert_int_eq(getsockname(dns.fd, (struct sockaddr *)&sa, &len), 0);
+    dns.port = ntohs(sa.sin_port);
+    dns.sp = evdns_add_server_port_with_base(eco_base(), dns.fd, 0, dns_answer, NULL);
+    ck_assert_ptr_nonnull(dns.sp);
+}
+
+/* Starts mixed against the test's redis, name server, hosts file and
+ * directory, with --timeout timeout. */
+static void mixed_start(const char *timeout)
+{
+    char redis[64], ns[64], maxf[32];
+    snprintf(redis, sizeof redis, "127.0.0.1:%d", redis_port);
+    snprintf(ns, sizeof ns, "127.0.0.1:%d", dns.port);
+    snprintf(maxf, sizeof maxf, "%d", MAX_FILE);
+    char *argv[] = {MIXED_BIN, "--port", "0",    "--redis",   redis, "--timeout",
+                    (char *)timeout, "--dns", ns, "--hosts", hosts, "--files",
+                    dir, "--max-file", maxf, NULL};
+    mixed_pid = sample_start(argv, &http_port);
+}
+
+/* Writes len bytes of data to dir/name. */
+static void put_file(const char *name, const char *data, size_t len)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(data, 1, len, f), len);
+    ck_assert_int_eq(fclose(f), 0);
+}
 
 static void up(void)
 {
     signal(SIGPIPE, SIG_IGN);
+    ck_assert_int_eq(eco_setup(NULL), 0);
+    dns_start();
+    snprintf(dir, sizeof dir, "/tmp/eco_mixed_XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(hosts, sizeof hosts, "%s.hosts", dir);
+    FILE *f = fopen(hosts, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("127.0.0.1 localhost\n", f);
+    ck_assert_int_eq(fclose(f), 0);
     redis_port = free_port();
     redis_pid = redis_start(redis_port);
-    char redis[64];
-    snprintf(redis, sizeof redis, "127.0.0.1:%d", redis_port);
-    char *argv[] = {MIXED_BIN, "--port", "0", "--redis", redis, NULL};
-    mixed_pid = sample_start(argv, &http_port);
-    ck_assert_int_eq(eco_setup(NULL), 0);
+    mixed_start("3000");
 }
 
 static void down(void)
 {
+    evdns_close_server_port(dns.sp);
+    close(dns.fd);
     eco_teardown();
     stop_pid(&mixed_pid, SIGTERM);
     stop_pid(&redis_pid, SIGKILL);
+    unlink(hosts);
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s.outside'", dir, dir);
+    ck_assert_int_eq(system(cmd), 0);
 }
 
 /* GET path over a fresh connection; fills status and body (cut to cap - 1
@@ -406,11 +496,282 @@ static void *stall_main(void *arg)
 START_TEST(stalled_redis_times_out)
 {
     stop_pid(&mixed_pid, SIGTERM);
-    char redis[64];
-    snprintf(redis, sizeof redis, "127.0.0.1:%d", redis_port);
-    char *argv[] = {MIXED_BIN, "--port", "0", "--redis", redis, "--timeout", "500", NULL};
-    mixed_pid = sample_start(argv, &http_port);
+    mixed_start("500");
     ck_assert_int_eq(eco_go(stall_main, NULL), 0);
+    ck_assert_int_eq(eco_loop(), 0);
+}
+END_TEST
+
+/* ---- /resolve/NAME ---- */
+
+/* GET path, expecting status and (unless NULL) exactly body. */
+static void expect(const char *path, int status, const char *body)
+{
+    int st;
+    char got[512];
+    ck_assert_msg(http_get(path, &st, got, sizeof got) == 0, "GET %s failed", path);
+    ck_assert_msg(st == status, "GET %s: %d, not %d (%s)", path, st, status, got);
+    if (body != NULL)
+        ck_assert_msg(strcmp(got, body) == 0, "GET %s: \"%s\", not \"%s\"", path, got, body);
+}
+
+static void *resolve_main(void *arg)
+{
+    (void)arg;
+    /* The hosts file and numeric hosts: no query reaches the server. */
+    expect("/resolve/localhost", 200, "127.0.0.1\n");
+    expect("/resolve/127.0.0.1", 200, "127.0.0.1\n");
+    expect("/resolve/::1", 200, "::1\n");
+    ck_assert_int_eq(dns.queries, 0);
+    /* A name the server knows, and one it does not. */
+    expect("/resolve/alpha.test", 200, "127.0.0.2\n");
+    ck_assert_int_gt(dns.queries, 0);
+    int st;
+    char body[512], want[256];
+    ck_assert_int_eq(http_get("/resolve/nosuch.test", &st, body, sizeof body), 0);
+    ck_assert_int_eq(st, 404);
+    snprintf(want, sizeof want, "resolve nosuch.test: %s\n", gai_strerror(EAI_NONAME));
+    ck_assert_str_eq(body, want);
+    expect("/resolve/", 400, NULL);
+    expect("/resolve/a%00b", 400, NULL);
+    expect("/hello", 200, "hello\n");
+    return NULL;
+}
+
+START_TEST(resolve_names)
+{
+    ck_assert_int_eq(eco_go(resolve_main, NULL), 0);
+    ck_assert_int_eq(eco_loop(), 0);
+}
+END_TEST
+
+/* ---- /file/NAME ---- */
+
+static char *pattern(size_t n, unsigned seed)
+{
+    char *p = malloc(n + 1);
+    ck_assert_ptr_nonnull(p);
+    for (size_t i = 0; i < n; i++)
+        p[i] = (char)('!' + (i * 7 + i / 1000 + seed) % 90);
+    p[n] = '\0';
+    return p;
+}
+
+/* GET /file/name, expecting 200 and exactly want (n bytes). */
+static void expect_file(const char *name, const char *want, size_t n)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/file/%s", name);
+    char *got = malloc(n + 2);
+    ck_assert_ptr_nonnull(got);
+    int st;
+    ck_assert_int_eq(http_get(path, &st, got, n + 2), 0);
+    ck_assert_msg(st == 200, "GET %s: %d (%s)", path, st, got);
+    ck_assert_uint_eq(strlen(got), n);
+    ck_assert(memcmp(got, want, n) == 0);
+    free(got);
+}
+
+static void *files_main(void *arg)
+{
+    (void)arg;
+    put_file("small", "some bytes\n", 11);
+    expect_file("small", "some bytes\n", 11);
+    put_file("empty", "", 0);
+    expect_file("empty", "", 0);
+    /* Several read(2)s of the sample's, and the bound: MAX_FILE bytes are
+     * served, one more is refused. */
+    char *big = pattern(MAX_FILE + 1, 1);
+    put_file("big", big, MAX_FILE);
+    expect_file("big", big, MAX_FILE);
+    put_file("too_big", big, MAX_FILE + 1);
+    expect("/file/too_big", 403, NULL);
+    free(big);
+    expect("/file/missing", 404, NULL);
+    return NULL;
+}
+
+START_TEST(file_bytes)
+{
+    ck_assert_int_eq(eco_go(files_main, NULL), 0);
+    ck_assert_int_eq(eco_loop(), 0);
+}
+END_TEST
+
+static void *refused_main(void *arg)
+{
+    (void)arg;
+    /* A file beside the directory, and ways to name it from inside. */
+    char outside[128], path[160];
+    snprintf(outside, sizeof outside, "%s.outside", dir);
+    ck_assert_int_eq(mkdir(outside, 0700), 0);
+    snprintf(path, sizeof path, "%s/secret", outside);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("secret\n", f);
+    ck_assert_int_eq(fclose(f), 0);
+    const char *base = strrchr(dir, '/') + 1;
+    char up_path[160], link[160];
+    snprintf(link, sizeof link, "%s/link", dir);
+    ck_assert_int_eq(symlink(path, link), 0);
+    snprintf(path, sizeof path, "%s/sub", dir);
+    ck_assert_int_eq(mkdir(path, 0700), 0);
+    put_file("sub/inner", "inner\n", 6);
+    put_file(".hidden", "hidden\n", 7);
+
+    snprintf(up_path, sizeof up_path, "/file/..%%2F%s.outside%%2Fsecret", base);
+    expect(up_path, 400, NULL);
+    expect("/file/%2e%2e", 400, NULL);
+    expect("/file/..", 400, NULL);
+    expect("/file/.", 400, NULL);
+    expect("/file/.hidden", 400, NULL);
+    expect("/file/sub%2Finner", 400, NULL);
+    expect("/file/sub/inner", 400, NULL);
+    expect("/file/", 400, NULL);
+    expect("/file/small%00x", 400, NULL);
+    expect("/file/link", 403, NULL); /* a symbolic link out of the directory */
+    expect("/file/sub", 403, NULL);  /* a directory */
+    expect("/file/missing", 404, NULL);
+    return NULL;
+}
+
+START_TEST(file_names_refused)
+{
+    ck_assert_int_eq(eco_go(refused_main, NULL), 0);
+    ck_assert_int_eq(eco_loop(), 0);
+}
+END_TEST
+
+/* A FIFO stands for a slow disk: the sample's read of it blocks until the
+ * test writes, and the test sees (by its own open returning) when the
+ * sample's pool thread has it open. */
+#define FIFO_BYTES 150000
+#define FIFO_FIRST 30000 /* less than a pipe holds: written without a reader */
+
+static char fifo_path[96];
+static char *fifo_data;
+static int fifo_done;
+
+static void *open_writer(void *arg)
+{
+    (void)arg;
+    return (void *)(intptr_t)open(fifo_path, O_WRONLY | O_CLOEXEC);
+}
+
+static void *write_part(void *arg)
+{
+    intptr_t fd = (intptr_t)arg;
+    size_t from = fifo_done == -1 ? FIFO_FIRST : 0, to = fifo_done == -1 ? FIFO_BYTES : FIFO_FIRST;
+    while (from < to) {
+        ssize_t n = write((int)fd, fifo_data + from, to - from);
+        if (n <= 0)
+            return (void *)(intptr_t)-1;
+        from += (size_t)n;
+    }
+    return NULL;
+}
+
+/* The pool thread of the test still blocked in open_writer is let go. */
+static void fifo_release(void)
+{
+    int fd = open(fifo_path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd >= 0)
+        close(fd);
+}
+
+static void *fifo_client(void *arg)
+{
+    (void)arg;
+    expect_file("pipe", fifo_data, FIFO_BYTES);
+    fifo_done = 1;
+    return NULL;
+}
+
+static void *fifo_main(void *arg)
+{
+    (void)arg;
+    snprintf(fifo_path, sizeof fifo_path, "%s/pipe", dir);
+    ck_assert_int_eq(mkfifo(fifo_path, 0600), 0);
+    fifo_data = pattern(FIFO_BYTES, 2);
+    fifo_done = 0;
+    eco_t *client = eco_create(fifo_client, NULL, NULL);
+    ck_assert_ptr_nonnull(client);
+    ck_assert_int_eq(eco_resume(client), 0);
+    void *r;
+    ck_assert_int_eq(eco_set_deadline(eco_self(), 20000), 0);
+    if (eco_run_blocking(open_writer, NULL, &r, NULL) != 0) {
+        fifo_release();
+        ck_abort_msg("mixed never opened the FIFO: %s", strerror(errno));
+    }
+    ck_assert_int_eq(eco_set_deadline(eco_self(), -1), 0);
+    intptr_t fd = (intptr_t)r;
+    ck_assert_int_ge(fd, 0);
+    /* mixed's read waits for us; its loop serves on meanwhile. */
+    expect("/count/f", 200, "f 1\n");
+    expect("/hello", 200, "hello\n");
+    expect("/resolve/127.0.0.1", 200, "127.0.0.1\n");
+    ck_assert_int_eq(eco_run_blocking(write_part, (void *)fd, &r, NULL), 0);
+    ck_assert_ptr_null(r);
+    expect("/count/f", 200, "f 2\n");
+    ck_assert_int_eq(fifo_done, 0); /* the file is not over yet */
+    fifo_done = -1;
+    ck_assert_int_eq(eco_run_blocking(write_part, (void *)fd, &r, NULL), 0);
+    ck_assert_ptr_null(r);
+    close((int)fd);
+    ck_assert_int_eq(eco_join(client, NULL), 0);
+    ck_assert_int_eq(fifo_done, 1);
+    free(fifo_data);
+    return NULL;
+}
+
+START_TEST(file_read_leaves_the_loop_serving)
+{
+    ck_assert_int_eq(eco_go(fifo_main, NULL), 0);
+    ck_assert_int_eq(eco_loop(), 0);
+}
+END_TEST
+
+/* With --timeout 300, a name server that never answers and a file that
+ * never ends get 504 in bounded time; the blocked read, let go later,
+ * leaves mixed serving files. */
+static void *timeouts_main(void *arg)
+{
+    (void)arg;
+    int st;
+    char body[512];
+    long long t = now_ms();
+    ck_assert_int_eq(http_get("/resolve/silent.test", &st, body, sizeof body), 0);
+    ck_assert_msg(st == 504, "status %d (%s)", st, body);
+    ck_assert_msg(strstr(body, strerror(ETIMEDOUT)) != NULL, "body: %s", body);
+    ck_assert_msg(now_ms() - t < 3000, "504 after %lld ms", now_ms() - t);
+
+    snprintf(fifo_path, sizeof fifo_path, "%s/never", dir);
+    ck_assert_int_eq(mkfifo(fifo_path, 0600), 0);
+    t = now_ms();
+    ck_assert_int_eq(http_get("/file/never", &st, body, sizeof body), 0);
+    ck_assert_msg(st == 504, "status %d (%s)", st, body);
+    ck_assert_msg(now_ms() - t < 3000, "504 after %lld ms", now_ms() - t);
+    /* The sample's pool thread still waits in open: a writer that comes
+     * and goes ends its read, whose result mixed drops. */
+    void *r;
+    ck_assert_int_eq(eco_set_deadline(eco_self(), 20000), 0);
+    if (eco_run_blocking(open_writer, NULL, &r, NULL) != 0) {
+        fifo_release();
+        ck_abort_msg("mixed's read of the FIFO is gone: %s", strerror(errno));
+    }
+    ck_assert_int_eq(eco_set_deadline(eco_self(), -1), 0);
+    ck_assert_int_ge((intptr_t)r, 0);
+    close((int)(intptr_t)r);
+    put_file("after", "after\n", 6);
+    expect_file("after", "after\n", 6);
+    return NULL;
+}
+
+START_TEST(resolve_and_file_time_out)
+{
+    stop_pid(&mixed_pid, SIGTERM);
+    mixed_start("300");
+    ck_assert_int_eq(eco_go(timeouts_main, NULL), 0);
     ck_assert_int_eq(eco_loop(), 0);
 }
 END_TEST
@@ -429,6 +790,11 @@ int main(void)
     tcase_add_test(tc, long_replies);
     tcase_add_test(tc, reconnects_after_redis_restarts);
     tcase_add_test(tc, stalled_redis_times_out);
+    tcase_add_test(tc, resolve_names);
+    tcase_add_test(tc, file_bytes);
+    tcase_add_test(tc, file_names_refused);
+    tcase_add_test(tc, file_read_leaves_the_loop_serving);
+    tcase_add_test(tc, resolve_and_file_time_out);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
