@@ -893,9 +893,9 @@ ECO_API int eco_set_evdns_base(struct evdns_base *evdns);
  * calls that would block, not for short work.
  *
  * Giving up.  When the caller is cancelled (ECANCELED) or its deadline
- * passes (ETIMEDOUT), eco_run_blocking returns at once, but fn cannot be
- * stopped: it still runs - or, when it is still queued, will run - to its
- * end, exactly once.  Its result then goes to drop(arg, result) in the pool
+ * passes (ETIMEDOUT), before or during the call, eco_run_blocking returns
+ * at once, but fn cannot be stopped: it still runs - or, when it is still
+ * queued, will run - to its end, exactly once.  Its result then goes to drop(arg, result) in the pool
  * thread (drop NULL: nothing is called and the result is lost).  So arg
  * must stay valid until fn returns even when the caller has gone: a caller
  * that can be cancelled or has a deadline must not point arg into its own
@@ -908,9 +908,10 @@ ECO_API int eco_set_evdns_base(struct evdns_base *evdns);
  * and are joined by eco_teardown, which first waits for every call queued
  * or running.
  *
- * Errors: EINVAL (fn NULL), EPERM (not in a coroutine), ECANCELED,
- * ETIMEDOUT, ENOMEM, or pthread_create's error when the pool has no thread
- * and cannot start one (fn did not run).  eco_dump shows the caller as
+ * Errors: ECANCELED and ETIMEDOUT (fn runs anyway, its result goes to
+ * drop); EINVAL (fn NULL), EPERM (not in a coroutine), ENOMEM, or
+ * pthread_create's error when the pool has no thread and cannot start one:
+ * with these four, fn did not run and arg is still the caller's.  eco_dump shows the caller as
  * wait="blocking call", queued or running; the threads are named
  * "eco-blocking".
  */

@@ -189,9 +189,11 @@ int eco_set_blocking_threads(size_t n)
 int eco_run_blocking(void *(*fn)(void *arg), void *arg, void **result,
                      void (*drop)(void *arg, void *result))
 {
-    eco_t *co = eco__blocking();
-    if (co == NULL)
-        return -1;
+    /* A caller already cancelled or past its deadline still queues fn:
+     * eco_promise_wait then gives up at once, as it would later, so that
+     * ECANCELED and ETIMEDOUT always leave arg and the result to drop. */
+    if (eco__in_coroutine() == NULL)
+        return eco__eperm();
     if (fn == NULL) {
         errno = EINVAL;
         return -1;

@@ -515,9 +515,7 @@ static void *file_handler(void *arg)
         int err = errno;
         /* ETIMEDOUT, ECANCELED: the read goes on in the pool and
          * file_job_free frees j after it, maybe now: j is not ours to
-         * touch.  (Stopped before it was queued, j would leak; this
-         * handler sets its deadline just before.)  Otherwise read_file
-         * never ran and j is still ours. */
+         * touch.  Otherwise read_file never ran and j is still ours. */
         if (err != ETIMEDOUT && err != ECANCELED)
             file_job_free(j, NULL);
         reply_text(req, err == ETIMEDOUT ? 504 : 500, "%s: %s\n", name, strerror(err));
