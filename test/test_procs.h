@@ -18,35 +18,6 @@
 
 #ifndef ECO_EMULATOR
 #define ECO_EMULATOR "" /* qemu, for a cross build's sample binaries */
-/* Asks a sample for its coroutine dump (SIGQUIT: sample/dump_on_quit.h)
- * and returns the N of its "eco: N coroutines alive", read back from the
- * file its stderr goes to; fails the test if none comes within bound_ms. */
-static inline long sample_alive(pid_t pid, const char *errfile, long bound_ms)
-{
-    char line[512];
-    int before = 0;
-    FILE *f = fopen(errfile, "r");
-    while (f != NULL && fgets(line, sizeof line, f) != NULL)
-        before += strstr(line, "coroutines alive") != NULL;
-    if (f != NULL)
-        fclose(f);
-    ck_assert_int_eq(kill(pid, SIGQUIT), 0);
-    for (long waited = 0;; waited += 10) {
-        long n = -1;
-        int seen = 0;
-        f = fopen(errfile, "r");
-        while (f != NULL && fgets(line, sizeof line, f) != NULL)
-            if (strstr(line, "coroutines alive") != NULL && ++seen > before)
-                sscanf(line, "eco: %ld coroutines alive", &n);
-        if (f != NULL)
-            fclose(f);
-        if (n >= 0)
-            return n;
-        ck_assert_msg(waited < bound_ms, "no dump after SIGQUIT");
-        usleep(10000);
-    }
-}
-
 #endif
 
 /* ctest's SKIP_RETURN_CODE for every suite (test/CMakeLists.txt). */
