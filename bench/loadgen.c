@@ -5,8 +5,17 @@
  * compared are driven the same way.
  *
  *     loadgen PORT CONNS SECONDS
+ *     loadgen PORT CONNS SECONDS short
  *
  * Prints "round_trips_per_s=R trips=T seconds=S errors=E".
+ *
+ * With "short", each of the C slots opens a connection, does one round
+ * trip, closes, and opens the next: C connections in flight at all times.
+ * Prints "conns_per_s=R conns=T seconds=S errors=E".  The client closes
+ * first, so each connection leaves a TIME_WAIT on the client side: the
+ * slots take their source address in turn from 127.0.0.2 ... 127.0.0.65
+ * (IP_BIND_ADDRESS_NO_PORT, so connect picks the port per destination),
+ * 64 times the ephemeral ports of one address.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -23,6 +32,7 @@
 #include <unistd.h>
 
 #define MSG 8
+#define SOURCES 64
 
 struct conn {
     int fd;
@@ -45,10 +55,96 @@ static int send_msg(struct conn *c)
     return send(c->fd, out, MSG, MSG_NOSIGNAL) == MSG ? 0 : -1;
 }
 
+/* One connection of a short-connection slot, from the source address
+ * after the last: nonblocking, its connect under way. */
+static int short_open(struct conn *c, const struct sockaddr_in *to, int ep)
+{
+    static unsigned next;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
+    struct sockaddr_in from = {.sin_family = AF_INET,
+                               .sin_addr.s_addr = htonl(0x7f000002u + next++ % SOURCES)};
+    if (fd < 0)
+        return -1;
+    setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&from, sizeof from) != 0 ||
+        (connect(fd, (const struct sockaddr *)to, sizeof *to) != 0 && errno != EINPROGRESS)) {
+        close(fd);
+        return -1;
+    }
+    c->fd = fd;
+    c->got = 0;
+    c->seq++;
+    /* Writable: connected, send; readable: the echo (or an error). */
+    struct epoll_event ev = {.events = EPOLLOUT | EPOLLIN, .data.ptr = c};
+    return epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+}
+
+static int short_conns(const struct sockaddr_in *to, int n, double secs)
+{
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    struct conn *cs = calloc((size_t)n, sizeof *cs);
+    unsigned long conns = 0, errors = 0;
+    for (int i = 0; i < n; i++) {
+        cs[i].seq = (uint64_t)i << 40;
+        if (short_open(&cs[i], to, ep) != 0) {
+            perror("loadgen: connect");
+            return 1;
+        }
+    }
+    double t0 = now(), end = t0 + secs;
+    struct epoll_event evs[256];
+    int checks = 0;
+    for (;;) {
+        int k = epoll_wait(ep, evs, 256, 100);
+        for (int i = 0; i < k; i++) {
+            struct conn *c = evs[i].data.ptr;
+            int done = 0;
+            if (evs[i].events & (EPOLLERR | EPOLLHUP) && !(evs[i].events & EPOLLIN)) {
+                errors++;
+                done = 1;
+            } else if (evs[i].events & EPOLLOUT) { /* connected: send, then wait to read */
+                struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+                epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+                if (send_msg(c) != 0) {
+                    errors++;
+                    done = 1;
+                }
+            } else {
+                ssize_t r = recv(c->fd, c->in + c->got, MSG - c->got, MSG_DONTWAIT);
+                if (r < 0 && (errno == EAGAIN || errno == EINTR))
+                    continue;
+                if (r <= 0) {
+                    errors++;
+                    done = 1;
+                } else if ((c->got += (size_t)r) == MSG) {
+                    if (memcmp(c->in, &c->seq, MSG) != 0)
+                        errors++;
+                    else
+                        conns++;
+                    done = 1;
+                }
+            }
+            if (done) {
+                close(c->fd); /* also leaves the epoll set */
+                if (short_open(c, to, ep) != 0)
+                    errors++;
+            }
+        }
+        if ((++checks % 16 == 0 || k <= 0) && now() >= end)
+            break;
+    }
+    double el = now() - t0;
+    printf("conns_per_s=%.0f conns=%lu seconds=%.3f errors=%lu\n", (double)conns / el, conns, el,
+           errors);
+    return errors == 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 4) {
-        fprintf(stderr, "usage: loadgen PORT CONNS SECONDS\n");
+    int is_short = argc == 5 && strcmp(argv[4], "short") == 0;
+    if (argc != 4 && !is_short) {
+        fprintf(stderr, "usage: loadgen PORT CONNS SECONDS [short]\n");
         return 2;
     }
     int port = atoi(argv[1]), n = atoi(argv[2]);
@@ -59,6 +155,8 @@ int main(int argc, char **argv)
     }
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (is_short)
+        return short_conns(&sa, n, secs);
     int ep = epoll_create1(EPOLL_CLOEXEC);
     struct conn *cs = calloc((size_t)n, sizeof *cs);
     for (int i = 0; i < n; i++) {

@@ -84,8 +84,6 @@ for n in $NS; do
     done
 done
 
-median() { sort -g | awk '{a[NR] = $1} END { if (NR % 2) print a[(NR + 1) / 2];
-                                             else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 pick() { awk -v k="$1" -v s="$2" -v n="$3" -v f="$4" '$1 == k && $2 == s && $3 == n { print $f }' "$RAW"; }
 
 echo
