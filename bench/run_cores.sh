@@ -18,26 +18,11 @@ ROUNDS=${ROUNDS:-5}
 SECS=${SECS:-2}
 NS=${NS:-"64 1024"}
 B=build-bench-net
-JOBS=$(nproc 2>/dev/null || echo 2)
-
-sh tools/deps.sh build-essential cmake pkg-config libevent-dev golang-go
-
-echo "== build ($B, Release)" >&2
-cmake -S . -B "$B" -DECO_BUILD_BENCH=ON -DECO_BUILD_TESTS=OFF -DECO_BUILD_SAMPLES=ON \
-    -DCMAKE_BUILD_TYPE=Release >"$B.log" 2>&1 || { cat "$B.log"; exit 1; }
-cmake --build "$B" -j "$JOBS" --target echo_server raw_echo_server loadgen >>"$B.log" 2>&1 ||
-    { tail -50 "$B.log"; exit 1; }
+. bench/servers.sh
+net_setup echo_server raw_echo_server loadgen
+sh tools/deps.sh golang-go
 mkdir -p "$B/go"
 GOCACHE=$(pwd)/$B/go/cache GOPATH=$(pwd)/$B/go/path go build -o "$B/go/echo" bench/go/echo.go
-
-ulimit -n 8192 2>/dev/null || true
-BASE=$((20000 + $$ % 12000)) # below the ephemeral ports
-PIDS=""
-cleanup() { [ -z "$PIDS" ] || kill $PIDS 2>/dev/null || true; }
-trap cleanup EXIT INT TERM
-
-OUT=$B
-. bench/servers.sh
 start libeco "$B/sample/echo_server" --port "$BASE" --threads 2
 start libevent "$B/bench/raw_echo_server" $((BASE + 1)) 2
 start go env GOMAXPROCS=2 "$B/go/echo" $((BASE + 2))

@@ -17,29 +17,9 @@ ROUNDS=${ROUNDS:-5}
 SECS=${SECS:-2}
 CONC=${CONC:-1000}
 B=build-bench-net
-JOBS=$(nproc 2>/dev/null || echo 2)
-
-sh tools/deps.sh build-essential cmake pkg-config libevent-dev
-
-echo "== build ($B, Release)" >&2
-cmake -S . -B "$B" -DECO_BUILD_BENCH=ON -DECO_BUILD_TESTS=OFF -DECO_BUILD_SAMPLES=ON \
-    -DCMAKE_BUILD_TYPE=Release >"$B.log" 2>&1 || { cat "$B.log"; exit 1; }
-cmake --build "$B" -j "$JOBS" --target echo_server raw_echo_server loadgen >>"$B.log" 2>&1 ||
-    { tail -50 "$B.log"; exit 1; }
-
-ulimit -n 8192 2>/dev/null || true
-BASE=$((20000 + $$ % 12000)) # below the ephemeral ports
-P_ECO=$BASE P_RAW=$((BASE + 1))
-SRV="" LOAD=""
-if [ "${PIN:-1}" = 1 ] && [ "$JOBS" -ge 2 ] && command -v taskset >/dev/null; then
-    SRV="taskset -c 1" LOAD="taskset -c 0"
-fi
-PIDS=""
-cleanup() { [ -z "$PIDS" ] || kill $PIDS 2>/dev/null || true; }
-trap cleanup EXIT INT TERM
-
-OUT=$B
 . bench/servers.sh
+net_setup echo_server raw_echo_server loadgen
+P_ECO=$BASE P_RAW=$((BASE + 1))
 # shellcheck disable=SC2086 # SRV and LOAD are a command and its options, or nothing
 start eco $SRV "$B/sample/echo_server" --port "$P_ECO"
 # shellcheck disable=SC2086
