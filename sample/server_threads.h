@@ -58,7 +58,7 @@ struct server_thread {
     int lfd;
     pthread_t tid;
     eco_chan_t *ctl;      /* main -> thread: a token asks for a dump; closed: stop */
-    eco_chan_t *answered; /* thread -> main: the dump is out */
+    eco_chan_t *answered; /* thread -> main: the dump is out; closed: the thread ended */
     int stopping;
     int failed;
     unsigned long served;
@@ -206,6 +206,7 @@ static void *server_thread_main(void *arg)
         eco_close(t->lfd);
         kill(getpid(), SIGTERM);
         eco_teardown();
+        eco_chan_close(t->answered);
         return NULL;
     }
     if (eco_loop() != 0) {
@@ -215,6 +216,7 @@ static void *server_thread_main(void *arg)
     fprintf(stderr, "%s: thread %d of %d served %lu connections\n", t->srv->who, t->index,
             t->srv->nthreads, t->served);
     eco_teardown();
+    eco_chan_close(t->answered);
     return NULL;
 }
 
@@ -227,8 +229,10 @@ static inline int server_run(struct server *srv)
         struct server_thread *t = &srv->t[i];
         t->srv = srv;
         t->index = i + 1;
-        t->ctl = eco_chan_new(0, 0);
-        t->answered = eco_chan_new(0, 0);
+        /* Room for one token and one answer: a request made before the
+         * thread is up waits for it, and the last answer never blocks. */
+        t->ctl = eco_chan_new(0, 1);
+        t->answered = eco_chan_new(0, 1);
         if (t->ctl == NULL || t->answered == NULL ||
             (errno = pthread_create(&t->tid, NULL, server_thread_main, t)) != 0) {
             fprintf(stderr, "%s: thread %d: %s\n", srv->who, i + 1, strerror(errno));
@@ -245,8 +249,8 @@ static inline int server_run(struct server *srv)
     int sig = 0;
     while (!failed && sigwait(&set, &sig) == 0 && sig == SIGQUIT)
         for (int i = 0; i < started; i++) /* one dump after the other, not mixed */
-            if (eco_chan_send_timeout(srv->t[i].ctl, NULL, 5000) == 0)
-                eco_chan_recv_timeout(srv->t[i].answered, NULL, 5000);
+            if (eco_chan_trysend(srv->t[i].ctl, NULL) == 0) /* else: a thread gone */
+                eco_chan_recv(srv->t[i].answered, NULL);
     for (int i = 0; i < started; i++)
         eco_chan_close(srv->t[i].ctl);
     for (int i = 0; i < srv->nthreads; i++) {
