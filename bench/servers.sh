@@ -48,7 +48,7 @@ start() {
 # threads (the samples have a main thread besides the ones that serve):
 # /proc/PID/stat's ticks are 10 ms, a few per cent of a run of a second or
 # two.  A thread that exits takes its time with it; the servers' stay.
-oncpu_ns() { cat /proc/"$1"/task/*/schedstat | awk '{ s += $1 } END { print s }'; }
+oncpu_ns() { cat /proc/"$1"/task/*/schedstat | awk '{ s += $1 } END { printf "%.0f\n", s }'; }
 
 # The median of the numbers on stdin, one a line.
 median() { sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print a[(NR + 1) / 2];
