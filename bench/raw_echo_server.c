@@ -3,7 +3,10 @@
  * nonblocking fds, one persistent read event per connection, a write event
  * only while output is pending.  The peer of sample/echo_server.
  *
- *     raw_echo_server PORT
+ *     raw_echo_server PORT [THREADS]
+ *
+ * With THREADS (default 1), each thread runs its own event_base with its
+ * own listening socket on PORT (SO_REUSEPORT), as echo_server --threads.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -11,7 +14,9 @@
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,28 +113,46 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
     }
 }
 
-int main(int argc, char **argv)
+static void *run(void *arg)
 {
-    int port = argc == 2 ? atoi(argv[1]) : 0;
-    if (port < 1 || port > 65535) {
-        fprintf(stderr, "usage: raw_echo_server PORT\n");
-        return 2;
-    }
-    signal(SIGPIPE, SIG_IGN);
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int one = 1;
-    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    if (bind(lfd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(lfd, 4096) != 0) {
-        perror("raw_echo_server: listen");
-        return 1;
-    }
+    int lfd = (int)(intptr_t)arg;
     struct event_base *base = event_base_new();
     struct event *lev = event_new(base, lfd, EV_READ | EV_PERSIST, on_accept, base);
     event_add(lev, NULL);
-    printf("raw_echo_server: listening on 127.0.0.1 port %d\n", port);
-    fflush(stdout);
     event_base_dispatch(base);
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    int port = argc >= 2 && argc <= 3 ? atoi(argv[1]) : 0;
+    int threads = argc == 3 ? atoi(argv[2]) : 1;
+    if (port < 1 || port > 65535 || threads < 1 || threads > 64) {
+        fprintf(stderr, "usage: raw_echo_server PORT [THREADS]\n");
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    int lfd[64];
+    for (int i = 0; i < threads; i++) {
+        lfd[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        int one = 1;
+        setsockopt(lfd[i], SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (threads > 1)
+            setsockopt(lfd[i], SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        if (bind(lfd[i], (struct sockaddr *)&sa, sizeof sa) != 0 || listen(lfd[i], 4096) != 0) {
+            perror("raw_echo_server: listen");
+            return 1;
+        }
+    }
+    printf("raw_echo_server: listening on 127.0.0.1 port %d, %d thread%s\n", port, threads,
+           threads > 1 ? "s" : "");
+    fflush(stdout);
+    for (int i = 1; i < threads; i++) {
+        pthread_t tid;
+        pthread_create(&tid, NULL, run, (void *)(intptr_t)lfd[i]);
+    }
+    run((void *)(intptr_t)lfd[0]); /* the first on the main thread; none returns */
     return 0;
 }

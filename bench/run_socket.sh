@@ -21,31 +21,11 @@ ROUNDS=${ROUNDS:-5}
 SECS=${SECONDS_PER_RUN:-2}
 NS=${NS:-"2 4 8 16 32 64 128 256 512 1024"}
 B=build-bench-net
-JOBS=$(nproc 2>/dev/null || echo 2)
 
-sh tools/deps.sh build-essential cmake pkg-config libevent-dev
-
-echo "== build ($B, Release)" >&2
-cmake -S . -B "$B" -DECO_BUILD_BENCH=ON -DECO_BUILD_TESTS=OFF -DECO_BUILD_SAMPLES=ON \
-    -DCMAKE_BUILD_TYPE=Release >"$B.log" 2>&1 || { cat "$B.log"; exit 1; }
-cmake --build "$B" -j "$JOBS" >>"$B.log" 2>&1 || { tail -50 "$B.log"; exit 1; }
-
-ulimit -n 8192 2>/dev/null || true
-# Below the ephemeral range (32768 up), where a client socket may sit.
-BASE=$((20000 + $$ % 12000))
+. bench/servers.sh
+net_setup
 P_ECO=$BASE P_RAW=$((BASE + 1)) P_ECOPROXY=$((BASE + 2)) P_RAWPROXY=$((BASE + 3))
 P_BACK=$((BASE + 4))
-PIN=${PIN:-1}
-SRV="" LOAD=""
-if [ "$PIN" = 1 ] && [ "$JOBS" -ge 2 ] && command -v taskset >/dev/null; then
-    SRV="taskset -c 1" LOAD="taskset -c 0"
-fi
-PIDS=""
-cleanup() { [ -z "$PIDS" ] || kill $PIDS 2>/dev/null || true; }
-trap cleanup EXIT INT TERM
-
-OUT=$B
-. bench/servers.sh
 # shellcheck disable=SC2086 # SRV and LOAD are a command and its options, or nothing
 start eco $SRV "$B/sample/echo_server" --port "$P_ECO"
 start raw $SRV "$B/bench/raw_echo_server" "$P_RAW"
@@ -84,8 +64,6 @@ for n in $NS; do
     done
 done
 
-median() { sort -g | awk '{a[NR] = $1} END { if (NR % 2) print a[(NR + 1) / 2];
-                                             else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 pick() { awk -v k="$1" -v s="$2" -v n="$3" -v f="$4" '$1 == k && $2 == s && $3 == n { print $f }' "$RAW"; }
 
 echo

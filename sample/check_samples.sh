@@ -1,7 +1,8 @@
 #!/bin/sh
 # check_samples.sh - ctest's end-to-end check of the socket samples:
 # echo_client through echo_server, then through tcp_proxy, every byte
-# verified by echo_client; bad arguments rejected with status 2.
+# verified by echo_client, with one thread and with --threads 2; bad
+# arguments rejected with status 2.
 #     check_samples.sh BINDIR [EMULATOR]
 # Servers listen on loopback ports the kernel picks and are stopped by PID.
 set -u
@@ -46,6 +47,13 @@ start tcp_proxy --listen 0 --backend "127.0.0.1:$ECHO"
 client "$PORT" 50 8
 client "$PORT" 4 200000
 
+start echo_server --port 0 --threads 2
+ECHO2=$PORT
+client "$ECHO2" 50 8
+start tcp_proxy --listen 0 --backend "127.0.0.1:$ECHO2" --threads 2
+client "$PORT" 50 8
+client "$PORT" 4 200000
+
 # A backend by name (eco_getaddrinfo), from the hosts file only.
 if grep -q '^127\.0\.0\.1[[:space:]].*localhost' /etc/hosts 2>/dev/null; then
     start tcp_proxy --listen 0 --backend "localhost:$ECHO"
@@ -53,6 +61,7 @@ if grep -q '^127\.0\.0\.1[[:space:]].*localhost' /etc/hosts 2>/dev/null; then
 fi
 
 for bad in "echo_server --port 70000" "echo_server" "tcp_proxy --listen 1 --backend nohost" \
+    "echo_server --port 0 --threads 0" "tcp_proxy --listen 0 --backend 127.0.0.1:1 --threads 65" \
     "echo_client --port 1 --conns 0 --seconds 1 --size 1"; do
     # shellcheck disable=SC2086
     $EMU "$BIN"/$bad >"$TMP/bad.out" 2>&1

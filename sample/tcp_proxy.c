@@ -2,14 +2,16 @@
  * tcp_proxy.c - a TCP proxy: one backend connection per client, each
  * direction copied by its own coroutine.
  *
- *     tcp_proxy --listen PORT --backend HOST:PORT [--bind ADDR]
+ *     tcp_proxy --listen PORT --backend HOST:PORT [--bind ADDR] [--threads N]
  *
  * When one side finishes sending (EOF), the proxy passes the half-close on
  * (shutdown SHUT_WR) and keeps copying the other way until it ends too.
  * When one side fails (a client that vanished with a reset), the other
  * direction's coroutine is cancelled (eco_cancel) wherever it waits, so a
  * client that goes away leaves nothing behind.  kill -QUIT prints every
- * coroutine and what it waits on (eco_dump) to stderr.
+ * coroutine and what it waits on (eco_dump) to stderr; SIGINT and SIGTERM
+ * cancel them all and exit.  With --threads N, N threads each run a
+ * runtime of their own (server_threads.h).
  *
  * Each client needs two fds.  The accept loop makes the backend socket
  * before it accepts, so a client it takes in is never dropped for want of
@@ -30,23 +32,23 @@
 #include <string.h>
 
 #include "accept_util.h"
-#include "dump_on_quit.h"
 #include "eco.h"
+#include "server_threads.h"
 
-static struct accept_guard guard;
-
-static struct addrinfo *backend;
+static struct addrinfo *backend; /* read by every thread */
 
 /* One client: its two fds and the two coroutines copying between them. */
 struct link {
     int cfd, bfd;          /* the client's, and a fresh socket for the backend */
     eco_t *pump[2];        /* client -> backend (the client coroutine), back */
     int running[2];
+    struct server_conn conn;
 };
 
 /* Copies one way until EOF or an error, then half-closes the receiving
  * side.  An error (a reset, a broken pipe) leaves the other direction with
- * nobody to copy to or from: it is cancelled, wherever it waits. */
+ * nobody to copy to or from: it is cancelled, wherever it waits; so is it
+ * when this way was cancelled (the server stops) but not by the other. */
 static void pump(struct link *l, int dir)
 {
     int from = dir == 0 ? l->cfd : l->bfd, to = dir == 0 ? l->bfd : l->cfd;
@@ -59,7 +61,7 @@ static void pump(struct link *l, int dir)
         }
     }
     l->running[dir] = 0;
-    if (n < 0 && errno != ECANCELED && l->running[!dir])
+    if (n < 0 && l->running[!dir]) /* it did not cancel us */
         eco_cancel(l->pump[!dir]);
     shutdown(to, SHUT_WR);
 }
@@ -73,6 +75,7 @@ static void *pump_back(void *arg)
 static void *client(void *arg)
 {
     struct link *l = arg;
+    server_conn_begin(&l->conn);
     if (eco_connect(l->bfd, backend->ai_addr, backend->ai_addrlen) != 0) {
         fprintf(stderr, "tcp_proxy: backend: %s\n", strerror(errno));
     } else {
@@ -87,28 +90,33 @@ static void *client(void *arg)
             eco_resume(l->pump[1]); /* backend -> client, beside us */
             pump(l, 0);             /* client -> backend, here */
             eco_uncancel();         /* the other way may have cancelled us */
-            eco_join(l->pump[1], NULL);
+            while (eco_join(l->pump[1], NULL) != 0) { /* the server stops */
+                eco_cancel(l->pump[1]);
+                eco_uncancel();
+            }
         }
     }
     eco_close(l->bfd);
     eco_close(l->cfd);
+    server_conn_end(&l->conn);
     free(l);
-    accept_guard_closed(&guard);
     return NULL;
 }
 
 static void *accept_loop(void *arg)
 {
     int lfd = (int)(intptr_t)arg;
-    accept_guard_init(&guard, "tcp_proxy");
+    struct accept_guard *guard = server_guard();
+    accept_guard_init(guard, "tcp_proxy");
     for (;;) {
         int bfd = eco_socket(backend->ai_family, SOCK_STREAM, 0);
         if (bfd < 0) {
             if (accept_shortage(errno)) {
-                accept_backoff(&guard, "socket", errno);
+                accept_backoff(guard, "socket", errno);
                 continue;
             }
-            perror("tcp_proxy: socket");
+            if (errno != ECANCELED) /* ECANCELED: the server stops */
+                perror("tcp_proxy: socket");
             break;
         }
         int fd = eco_accept(lfd, NULL, NULL);
@@ -116,10 +124,11 @@ static void *accept_loop(void *arg)
             int err = errno;
             eco_close(bfd);
             if (accept_shortage(err)) {
-                accept_backoff(&guard, "accept", err);
+                accept_backoff(guard, "accept", err);
                 continue;
             }
-            fprintf(stderr, "tcp_proxy: accept: %s\n", strerror(err));
+            if (err != ECANCELED)
+                fprintf(stderr, "tcp_proxy: accept: %s\n", strerror(err));
             break;
         }
         int one = 1;
@@ -134,7 +143,7 @@ static void *accept_loop(void *arg)
             free(c);
             eco_close(fd);
             eco_close(bfd);
-            accept_backoff(&guard, "eco_go", err);
+            accept_backoff(guard, "eco_go", err);
         }
     }
     eco_close(lfd);
@@ -143,10 +152,12 @@ static void *accept_loop(void *arg)
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: tcp_proxy --listen PORT --backend HOST:PORT [--bind ADDR]\n"
+    fprintf(out, "usage: tcp_proxy --listen PORT --backend HOST:PORT [--bind ADDR] [--threads N]\n"
                  "  Accepts TCP connections on PORT and relays each to its own\n"
                  "  connection to HOST:PORT, both ways, passing half-closes on.\n"
-                 "  --bind ADDR  address to listen on (default 127.0.0.1)\n");
+                 "  --bind ADDR  address to listen on (default 127.0.0.1)\n"
+                 "  --threads N  threads, each with a runtime and a listening\n"
+                 "               socket of its own on the port (default 1)\n");
 }
 
 static int bad(const char *what)
@@ -161,15 +172,18 @@ int main(int argc, char **argv)
     static const struct option opts[] = {{"listen", required_argument, NULL, 'l'},
                                          {"backend", required_argument, NULL, 'B'},
                                          {"bind", required_argument, NULL, 'b'},
+                                         {"threads", required_argument, NULL, 't'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
+    static struct server srv = {.who = "tcp_proxy", .accept_loop = accept_loop, .nthreads = 1};
     const char *lport = NULL, *target = NULL, *bind_addr = "127.0.0.1";
     int c;
-    while ((c = getopt_long(argc, argv, "l:B:b:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "l:B:b:t:h", opts, NULL)) != -1) {
         switch (c) {
         case 'l': lport = optarg; break;
         case 'B': target = optarg; break;
         case 'b': bind_addr = optarg; break;
+        case 't': srv.nthreads = server_threads_arg(optarg); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -178,6 +192,8 @@ int main(int argc, char **argv)
     long lp = lport ? strtol(lport, &end, 10) : 0;
     if (lport == NULL || *end != '\0' || lp < 0 || lp > 65535)
         return bad("--listen must be a port number from 0 (any free port) to 65535");
+    if (srv.nthreads < 1)
+        return bad("--threads must be from 1 to 64");
     const char *colon = target ? strrchr(target, ':') : NULL;
     if (colon == NULL || colon == target || colon[1] == '\0' || optind != argc)
         return bad("--backend must be HOST:PORT");
@@ -191,48 +207,28 @@ int main(int argc, char **argv)
         memmove(host, host + 1, hl - 2);
         host[hl - 2] = '\0';
     }
-    if (eco_setup(NULL) != 0) { /* first: eco_getaddrinfo needs it */
+    /* The name is looked up once, by a runtime of the main thread's own
+     * that is gone before the server's threads start. */
+    if (eco_setup(NULL) != 0) {
         perror("eco_setup");
         return 1;
     }
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_NUMERICSERV};
     int rc = eco_getaddrinfo(host, colon + 1, &hints, &backend);
+    eco_teardown();
     if (rc != 0) {
         fprintf(stderr, "tcp_proxy: backend %s: %s\n", target, gai_strerror(rc));
         return 2;
     }
-    struct addrinfo lh = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                          .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-    struct addrinfo *la;
-    rc = getaddrinfo(bind_addr, lport, &lh, &la);
-    if (rc != 0) {
-        fprintf(stderr, "tcp_proxy: %s: %s\n", bind_addr, gai_strerror(rc));
-        return 2;
-    }
     signal(SIGPIPE, SIG_IGN);
-    int lfd = eco_socket(la->ai_family, SOCK_STREAM, 0);
-    int one = 1;
-    if (lfd < 0 || setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-        bind(lfd, la->ai_addr, la->ai_addrlen) != 0 || listen(lfd, 4096) != 0) {
-        fprintf(stderr, "tcp_proxy: listen on %s port %s: %s\n", bind_addr, lport,
-                strerror(errno));
+    if (server_listen(&srv, bind_addr, lport) != 0) {
+        eco_freeaddrinfo(backend);
         return 1;
     }
-    freeaddrinfo(la);
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    getsockname(lfd, (struct sockaddr *)&ss, &sl);
-    int actual = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                                : ((struct sockaddr_in *)&ss)->sin_port);
-    struct event *dump = dump_on_quit("tcp_proxy"); /* before anyone can send SIGQUIT */
-    printf("tcp_proxy: listening on %s port %d, relaying to %s\n", bind_addr, actual, target);
+    printf("tcp_proxy: listening on %s port %d, relaying to %s\n", bind_addr, srv.port, target);
     fflush(stdout);
-    eco_go(accept_loop, (void *)(intptr_t)lfd);
-    eco_loop();
-    if (dump != NULL)
-        event_free(dump);
-    eco_teardown();
+    rc = server_run(&srv);
     eco_freeaddrinfo(backend);
-    return 0;
+    return rc;
 }

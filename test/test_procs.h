@@ -173,10 +173,12 @@ static inline pid_t sample_start(char *const argv[], int *port)
     return sample_start_ex(argv, port, 0, NULL);
 }
 
-/* Asks a sample for its coroutine dump (SIGQUIT: sample/dump_on_quit.h)
- * and returns the N of its "eco: N coroutines alive", read back from the
- * file its stderr goes to; fails the test if none comes within bound_ms. */
-static inline long sample_alive(pid_t pid, const char *errfile, long bound_ms)
+/* Asks a sample for its coroutine dump (SIGQUIT: sample/dump_on_quit.h,
+ * sample/server_threads.h) and stores in alive[0..n-1] the N of each of
+ * the next n lines "eco: N coroutines alive" (one per thread of a sample
+ * with --threads n), read back from the file its stderr goes to; fails
+ * the test unless all come within bound_ms. */
+static inline void sample_dumps(pid_t pid, const char *errfile, long bound_ms, int n, long *alive)
 {
     char line[512];
     int before = 0;
@@ -187,19 +189,40 @@ static inline long sample_alive(pid_t pid, const char *errfile, long bound_ms)
         fclose(f);
     ck_assert_int_eq(kill(pid, SIGQUIT), 0);
     for (long waited = 0;; waited += 10) {
-        long n = -1;
         int seen = 0;
         f = fopen(errfile, "r");
         while (f != NULL && fgets(line, sizeof line, f) != NULL)
-            if (strstr(line, "coroutines alive") != NULL && ++seen > before)
-                sscanf(line, "eco: %ld coroutines alive", &n);
+            if (strstr(line, "coroutines alive") != NULL && ++seen > before && seen <= before + n)
+                ck_assert_int_eq(sscanf(line, "eco: %ld coroutines alive", &alive[seen - before - 1]), 1);
         if (f != NULL)
             fclose(f);
-        if (n >= 0)
-            return n;
-        ck_assert_msg(waited < bound_ms, "no dump after SIGQUIT");
+        if (seen >= before + n)
+            return;
+        ck_assert_msg(waited < bound_ms, "%d of %d dumps after SIGQUIT", seen - before, n);
         usleep(10000);
     }
+}
+
+/* The coroutines alive in a sample with one thread, from its dump. */
+static inline long sample_alive(pid_t pid, const char *errfile, long bound_ms)
+{
+    long n;
+    sample_dumps(pid, errfile, bound_ms, 1, &n);
+    return n;
+}
+
+/* Sends sig to a sample and returns its wait status once it has exited;
+ * fails the test if it is still running after bound_ms. */
+static inline int sample_stop(pid_t *pid, int sig, long bound_ms)
+{
+    int st;
+    ck_assert_int_eq(kill(*pid, sig), 0);
+    for (long waited = 0; waitpid(*pid, &st, WNOHANG) == 0; waited += 10) {
+        ck_assert_msg(waited < bound_ms, "still running %ld ms after signal %d", bound_ms, sig);
+        usleep(10000);
+    }
+    *pid = -1;
+    return st;
 }
 
 #endif
