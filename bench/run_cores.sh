@@ -9,7 +9,8 @@
 # (checked), N in NS (default "64 1024").  ROUNDS (default 5) rounds of
 # SECS (default 2) seconds per server, the order rotating each round;
 # medians of round trips/s and of the server's CPU time per round trip (all
-# its threads), and the ratios of libeco to each.  Unpinned: the servers
+# its threads), the ratios of libeco to each, and the median of each
+# round's own ratio (paired: the steadier figure on a noisy machine).  Unpinned: the servers
 # may use both CPUs, and loadgen (one thread) competes with them for those
 # same two, as does anything else the machine runs.
 set -eu
@@ -54,14 +55,20 @@ for n in $NS; do
 done
 
 med() { awk -v s="$1" -v n="$2" -v f="$3" '$1 == s && $2 == n { print $f }' "$RAW" | median; }
+paired() { # peer n: the median over rounds of libeco's rt/s over peer's
+    awk -v p="$1" -v n="$2" '$2 == n { v[$1, $3] = $4 } END { for (k in v) { split(k, q, SUBSEP)
+        if (q[1] == "libeco" && v[p, q[2]] > 0) print v[k] / v[p, q[2]] } }' "$RAW" | median
+}
 echo
 echo "Machine: $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg); $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "Medians of $ROUNDS rotating runs of ${SECS} s; 8-byte closed-loop ping-pong; two server threads each; unpinned."
 echo
-echo "| N | libeco rt/s | libevent rt/s | Go rt/s | libeco/libevent (>= 0.95) | libeco/Go (>= 1.0) | CPU µs/rt libeco, libevent, Go |"
+echo "| N | libeco rt/s | libevent rt/s | Go rt/s | libeco/libevent (>= 0.95), paired | libeco/Go (>= 1.0), paired | CPU µs/rt libeco, libevent, Go |"
 echo "|---|---|---|---|---|---|---|"
 for n in $NS; do
     awk -v n="$n" -v e="$(med libeco "$n" 4)" -v l="$(med libevent "$n" 4)" -v g="$(med go "$n" 4)" \
-        -v ce="$(med libeco "$n" 5)" -v cl="$(med libevent "$n" 5)" -v cg="$(med go "$n" 5)" 'BEGIN {
-        printf "| %s | %.0f | %.0f | %.0f | %.3f | %.3f | %.2f, %.2f, %.2f |\n", n, e, l, g, e / l, e / g, ce, cl, cg }'
+        -v ce="$(med libeco "$n" 5)" -v cl="$(med libevent "$n" 5)" -v cg="$(med go "$n" 5)" \
+        -v pl="$(paired libevent "$n")" -v pg="$(paired go "$n")" 'BEGIN {
+        printf "| %s | %.0f | %.0f | %.0f | %.3f, %.3f | %.3f, %.3f | %.2f, %.2f, %.2f |\n", n, e, l, g,
+               e / l, pl, e / g, pg, ce, cl, cg }'
 done
