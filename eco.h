@@ -953,7 +953,9 @@ ECO_API int eco_set_blocking_threads(size_t n);
  *  - the write callback wakes parked writes and flushes, likewise;
  *  - an event wakes the calls it concerns: BEV_EVENT_CONNECTED the
  *    eco_bev_wait_connected calls; BEV_EVENT_EOF reads and connect waits
- *    (writing goes on: a half-close); BEV_EVENT_ERROR every call;
+ *    (writing goes on: a half-close; parked writes and flushes only look
+ *    again, as a bufferevent_openssl stops writing at the end until it is
+ *    enabled anew); BEV_EVENT_ERROR every call;
  *    BEV_EVENT_TIMEOUT the calls of its direction (READING, WRITING) and
  *    connect waits, or every call when it names no direction.  An event
  *    that no parked call takes goes to the user's event callback.
@@ -971,7 +973,11 @@ ECO_API int eco_set_blocking_threads(size_t n);
  * flush that has to wait enables EV_WRITE, and they stay enabled: a
  * bufferevent that a timeout, an error or end of file disabled is enabled
  * again by the next call, which then sees the end of file (0) or the error
- * again from the transport.
+ * again from the transport.  (One case does not repeat: a
+ * bufferevent_openssl reports a close_notify once, and when the data
+ * before it came in the same read, the call returns that data and the
+ * next one sees the end only when the peer closes its TCP side too, as
+ * peers do right after close_notify.)
  *
  * Bounds.  The bufferevent's own timeouts (bufferevent_set_timeouts) end a
  * parked call of their direction with ETIMEDOUT; so do the coroutine's

@@ -129,27 +129,29 @@ static void detach(struct bev_wait *bw)
         state_release(st);
 }
 
-/* Ends every wait of a kind in mask with events/err.  Returns how many.
+/* Ends every wait of a kind in mask or also with events/err.  Returns how
+ * many of mask's kinds it ended (also's are woken only to look again).
  * They are unlinked before any of them runs (a wake may resume one at
  * once, and it may wait again or end its frame), and the record is freed
  * here when none is left. */
-static int wake_kinds(struct bev_state *st, int mask, short events, int err)
+static int wake_kinds(struct bev_state *st, int mask, int also, short events, int err, int now)
 {
     struct bev_wait *woken = NULL, *bw = st->head;
-    int n = 0;
+    int n = 0, any = 0;
     while (bw != NULL) {
         struct bev_wait *next = bw->next;
-        if (bw->kind & mask) {
+        if (bw->kind & (mask | also)) {
             unlink_wait(bw);
-            bw->events = events;
+            bw->events = (bw->kind & mask) ? events : 0;
             bw->err = err;
             bw->next = woken;
             woken = bw;
-            n++;
+            n += (bw->kind & mask) != 0;
+            any = 1;
         }
         bw = next;
     }
-    if (n == 0)
+    if (!any)
         return 0;
     if (st->head == NULL)
         state_release(st);
@@ -158,7 +160,7 @@ static int wake_kinds(struct bev_state *st, int mask, short events, int err)
     while (woken != NULL) {
         struct bev_wait *next = woken->next;
         woken->next = NULL;
-        eco__wake(woken->co, ECO_WAKE_READY, 1);
+        eco__wake(woken->co, ECO_WAKE_READY, now);
         woken = next;
     }
     return n;
@@ -169,7 +171,7 @@ static void on_read(struct bufferevent *bev, void *arg)
     struct bev_state *st = arg;
     bufferevent_data_cb user = st->user_read;
     void *user_arg = st->user_arg;
-    if (wake_kinds(st, W_READ, 0, 0) == 0 && user != NULL)
+    if (wake_kinds(st, W_READ, 0, 0, 0, 1) == 0 && user != NULL)
         user(bev, user_arg);
 }
 
@@ -178,7 +180,7 @@ static void on_write(struct bufferevent *bev, void *arg)
     struct bev_state *st = arg;
     bufferevent_data_cb user = st->user_write;
     void *user_arg = st->user_arg;
-    if (wake_kinds(st, W_WRITE, 0, 0) == 0 && user != NULL)
+    if (wake_kinds(st, W_WRITE, 0, 0, 0, 1) == 0 && user != NULL)
         user(bev, user_arg);
 }
 
@@ -198,13 +200,18 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     int err = (what & BEV_EVENT_ERROR) ? event_errno() : 0;
     bufferevent_event_cb user = st->user_event;
     void *user_arg = st->user_arg;
-    int mask;
+    int mask, also = 0;
     if (what & BEV_EVENT_CONNECTED)
         mask = W_CONNECT;
     else if (what & BEV_EVENT_ERROR)
         mask = W_READ | W_WRITE | W_CONNECT;
-    else if (what & BEV_EVENT_EOF)
-        mask = W_READ | W_CONNECT; /* a half-close: writing goes on */
+    else if (what & BEV_EVENT_EOF) {
+        /* A half-close: writing goes on.  But a bufferevent_openssl stops
+         * watching its fd both ways at the end: writers wake to enable
+         * writing again. */
+        mask = W_READ | W_CONNECT;
+        also = W_WRITE;
+    }
     else if ((what & BEV_EVENT_TIMEOUT) && (what & (BEV_EVENT_READING | BEV_EVENT_WRITING)))
         mask = ((what & BEV_EVENT_READING) ? W_READ : 0) |
                ((what & BEV_EVENT_WRITING) ? W_WRITE : 0) | W_CONNECT;
@@ -212,7 +219,10 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         mask = W_READ | W_WRITE | W_CONNECT; /* a handshake's, say */
     else
         mask = 0;
-    if ((mask == 0 || wake_kinds(st, mask, what, err) == 0) && user != NULL) {
+    /* Through the run queue: a bufferevent_openssl reports the end of the
+     * stream from inside its read, before it has committed the data read
+     * just before to the input; the reader must find that data first. */
+    if ((mask == 0 || wake_kinds(st, mask, also, what, err, 0) == 0) && user != NULL) {
         errno = err != 0 ? err : errno;
         user(bev, what, user_arg);
     }
@@ -245,8 +255,10 @@ static int wait_once(struct bev_wait *bw, short enable)
 {
     if (attach(bw) != 0)
         return -1;
-    if (enable != 0 && (bufferevent_get_enabled(bw->bev) & enable) != enable &&
-        bufferevent_enable(bw->bev, enable) != 0) {
+    /* Enabled even when the flag is set: a bufferevent_openssl that saw
+     * the end or an error stops watching its fd but keeps the flag, and
+     * must look again to report it again. */
+    if (enable != 0 && bufferevent_enable(bw->bev, enable) != 0) {
         detach(bw);
         errno = ENOMEM;
         return -1;
