@@ -62,7 +62,7 @@ CONF
 cat >"$T/haproxy.cfg" <<CONF
 global
     nbthread 1
-    maxconn 8192
+    maxconn 3000
     ssl-default-bind-ciphersuites $SUITE
 defaults
     mode tcp
