@@ -926,6 +926,145 @@ ECO_API int eco_set_blocking_threads(size_t n);
 
 /* end of blocking work */
 
+/* ------------------------------------------------------------------------ */
+/* Bufferevents (eco_bev.c)                                                 */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A coroutine reads and writes a libevent bufferevent - any kind: socket,
+ * pair, filter, bufferevent_openssl for TLS - as it would a socket.  The
+ * calls take data from the bufferevent's input buffer and append to its
+ * output buffer, and park the coroutine only while the buffers do not
+ * allow the call to complete.
+ *
+ *   ssize_t n;                                  (in a coroutine)
+ *   bev = bufferevent_openssl_socket_new(eco_base(), fd, ssl,
+ *                                        BUFFEREVENT_SSL_ACCEPTING, 0);
+ *   if (eco_bev_wait_connected(bev) != 0)       (the handshake)
+ *       ... errno, bufferevent_get_openssl_error(bev) ...
+ *   while ((n = eco_bev_read(bev, buf, sizeof buf)) > 0)
+ *       if (eco_bev_write(bev, buf, n) < 0) break;
+ *   eco_bev_flush(bev);
+ *   bufferevent_free(bev);
+ *
+ * What happens to the bufferevent's callbacks.  While at least one call
+ * below is parked on a bufferevent, libeco's own callbacks are installed
+ * on it (bufferevent_setcb), and each of them hands on what no parked call
+ * takes to the user's callback of the same kind, with the user's argument:
+ *  - the read callback wakes the parked reads; with none parked it calls
+ *    the user's read callback;
+ *  - the write callback wakes parked writes and flushes, likewise;
+ *  - an event wakes the calls it concerns: BEV_EVENT_CONNECTED the
+ *    eco_bev_wait_connected calls; BEV_EVENT_EOF reads and connect waits
+ *    (writing goes on: a half-close; parked writes and flushes only look
+ *    again, as a bufferevent_openssl stops writing at the end until it is
+ *    enabled anew); BEV_EVENT_ERROR every call;
+ *    BEV_EVENT_TIMEOUT the calls of its direction (READING, WRITING) and
+ *    connect waits, or every call when it names no direction.  An event
+ *    that no parked call takes goes to the user's event callback.
+ * When the last parked call returns, the user's callbacks are put back as
+ * they were (unless the user set new ones meanwhile, which stay - and
+ * which leave the parked calls waiting until cancelled: do not call
+ * bufferevent_setcb while a coroutine waits).  Between calls, nothing of
+ * libeco is on the bufferevent.  So callbacks may fire for the user while
+ * a coroutine also uses the bufferevent (data that arrives while nobody
+ * reads goes to the user's read callback, if there is one, which may take
+ * it): a program that moves a bufferevent to a coroutine usually sets its
+ * callbacks to NULL, or leaves only an event callback for logging.
+ *
+ * Directions.  A read enables EV_READ (bufferevent_enable) and a write or
+ * flush that has to wait enables EV_WRITE, and they stay enabled: a
+ * bufferevent that a timeout, an error or end of file disabled is enabled
+ * again by the next call, which then sees the end of file (0) or the error
+ * again from the transport.  (One case does not repeat: a
+ * bufferevent_openssl reports a close_notify once, and when the data
+ * before it came in the same read, the call returns that data and the
+ * next one sees the end only when the peer closes its TCP side too, as
+ * peers do right after close_notify.)
+ *
+ * Bounds.  The bufferevent's own timeouts (bufferevent_set_timeouts) end a
+ * parked call of their direction with ETIMEDOUT; so do the coroutine's
+ * deadline (eco_set_deadline), and eco_cancel with ECANCELED.  A call that
+ * gives up leaves the buffers as they were, except what eco_bev_read_full
+ * has already taken (see there).
+ *
+ * One reader and one writer can be parked on one bufferevent at once (a
+ * proxy moves data both ways).  Several readers are all woken when data
+ * comes, and which gets it is not said.
+ *
+ * Errors, besides ECANCELED, ETIMEDOUT, ENOMEM and EPERM (not in a
+ * coroutine): EINVAL (bev NULL), EFAULT (buf NULL with n > 0), and on
+ * BEV_EVENT_ERROR the socket's errno that libevent saw (ECONNRESET,
+ * EPIPE, ECONNREFUSED...) or, when it saw none, EPROTO: a TLS failure,
+ * which bufferevent_get_openssl_error tells.  End of file is 0, not an
+ * error.
+ *
+ * Freeing a bufferevent (bufferevent_free) on which a coroutine is parked
+ * is a bug, as close(2) on an fd it waits on: cancel the coroutine and let
+ * it return first.  Callbacks may run inside these calls (a
+ * bufferevent_openssl writes from bufferevent_write); a coroutine they wake
+ * then runs after the caller parks or yields.  eco_dump shows a parked
+ * call as wait="bev read fd 7" (read, readln, write, flush, connect; a
+ * bufferevent without an fd is shown by its address).
+ */
+
+struct bufferevent;
+
+/* Up to n bytes of what is in the input, at least 1, waiting for data
+ * while there is none.  Returns the count, 0 at end of file (or for n 0),
+ * or -1 with errno. */
+ECO_API ssize_t eco_bev_read(struct bufferevent *bev, void *buf, size_t n);
+
+/* Exactly n bytes, taken as they arrive (so n may be larger than the
+ * input's high-water mark).  Returns n; a shorter count means end of file
+ * (errno 0) or an error after part was taken (errno says which; what was
+ * taken is in buf and not in the input any more); -1 with errno when
+ * nothing was. */
+ECO_API ssize_t eco_bev_read_full(struct bufferevent *bev, void *buf, size_t n);
+
+/*
+ * One line, ended as eol_style says (an enum evbuffer_eol_style:
+ * EVBUFFER_EOL_LF, EVBUFFER_EOL_CRLF...), as evbuffer_readln: a malloc'd,
+ * NUL-terminated copy without the end of line (free it), its length in
+ * *len (len may be NULL).  At end of file a last line without an end of
+ * line is returned as a line; after it, NULL with errno 0.  max > 0 bounds
+ * a line with its end of line: a longer one fails with EMSGSIZE and stays
+ * in the input, as does one that fills the input to its high-water mark
+ * (the bufferevent would stop reading).  NULL with errno on errors (EINVAL
+ * for an unknown eol_style).
+ */
+ECO_API char *eco_bev_readln(struct bufferevent *bev, int eol_style, size_t max, size_t *len);
+
+/*
+ * Appends all n bytes to the output, which the bufferevent sends on its
+ * own.  Back-pressure: when the output already holds the bufferevent's
+ * write high-water mark (bufferevent_setwatermark(bev, EV_WRITE, low,
+ * high); 64 KiB when high is 0), the call first waits until the output is
+ * down to its low-water mark (default 0: sent).  Returns n, or -1 with
+ * errno, in which case nothing was appended.  Use eco_bev_flush to know
+ * the bytes have left.
+ */
+ECO_API ssize_t eco_bev_write(struct bufferevent *bev, const void *buf, size_t n);
+
+/* Waits until the output buffer is empty: everything written has gone to
+ * the transport (the socket; for bufferevent_openssl, through SSL_write).
+ * Returns 0, or -1 with errno. */
+ECO_API int eco_bev_flush(struct bufferevent *bev);
+
+/*
+ * Waits for BEV_EVENT_CONNECTED: the end of bufferevent_socket_connect, or
+ * of a bufferevent_openssl's handshake (client or server side).  Call it
+ * right after starting the connect or making the bufferevent, before the
+ * loop runs: an event that came earlier went to the user's event callback
+ * (or nowhere).  Returns 0, or -1 with errno: the socket's error
+ * (ECONNREFUSED...), EPROTO for a failed handshake, ECONNRESET when the
+ * peer closed first, ETIMEDOUT (the bufferevent's timeouts bound a connect
+ * and a handshake).
+ */
+ECO_API int eco_bev_wait_connected(struct bufferevent *bev);
+
+/* end of bufferevents */
+
 #ifdef __cplusplus
 }
 #endif

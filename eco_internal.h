@@ -11,6 +11,8 @@
  *   eco_stack.c   stacks, the record slab, the overflow report
  *   eco_socket.c  fds: the socket calls, direction locks, eco_poll
  *   eco_chan.c    channels
+ *   eco_bev.c     bufferevents from coroutines (no state of its own in
+ *                 the runtime: it lives on the bufferevent while in use)
  * Each subsystem's per-runtime state is a struct of its own below, and only
  * its file touches it.
  */

@@ -9,7 +9,10 @@ ROOT=$(pwd)
 JOBS=$(nproc 2>/dev/null || echo 2)
 FLAVOURS=${ECO_FLAVOURS:-"native asan tsan valgrind aarch64"}
 
-sh tools/deps.sh build-essential cmake pkg-config libevent-dev check redis-server libhiredis-dev
+# libssl-dev and openssl: sample/tls_proxy and test_tls only (libevent-dev
+# carries libevent_openssl); the library itself needs neither.
+sh tools/deps.sh build-essential cmake pkg-config libevent-dev check redis-server libhiredis-dev \
+    libssl-dev openssl
 
 build_and_test() { # name, extra cmake args...
     name=$1; shift
@@ -26,15 +29,16 @@ build_and_test() { # name, extra cmake args...
 # libevent-dev:arm64 cannot sit beside the native libevent-dev, and its
 # headers are the same, so we make its two missing pieces ourselves: .so
 # links to the arm64 runtime libraries and a pkg-config file for them.
-# libhiredis-dev is Multi-Arch: same, so its arm64 package sits beside the
-# native one (for sample/mixed).
+# libhiredis-dev and libssl-dev are Multi-Arch: same, so their arm64
+# packages sit beside the native ones (for sample/mixed, sample/tls_proxy).
 aarch64_env() {
     sh tools/deps.sh crossbuild-essential-arm64 qemu-user-static pkgconf:arm64 check:arm64 \
         libevent-2.1-7:arm64 libevent-core-2.1-7:arm64 libevent-pthreads-2.1-7:arm64 \
-        libevent-extra-2.1-7:arm64 libhiredis-dev:arm64
+        libevent-extra-2.1-7:arm64 libevent-openssl-2.1-7:arm64 libhiredis-dev:arm64 \
+        libssl-dev:arm64
     dev="$ROOT/.deps/arm64"
     mkdir -p "$dev/lib/pkgconfig"
-    for lib in event_core event_pthreads event_extra event; do
+    for lib in event_core event_pthreads event_extra event_openssl event; do
         so=$(ls /usr/lib/aarch64-linux-gnu/lib$lib-2.1.so.7 2>/dev/null || true)
         [ -n "$so" ] || continue
         ln -sf "$so" "$dev/lib/lib$lib.so"
