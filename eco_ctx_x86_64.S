@@ -101,6 +101,28 @@ eco_ctx_switch:
         .cfi_endproc
         .size   eco_ctx_switch, .-eco_ctx_switch
 
+/*
+ * int eco_ctx_switch_ret(eco_t *from, eco_t *to): eco_ctx_switch ending in
+ * a `ret`.  For a switch between two coroutines parked at the same call
+ * (eco__park_switch passing the turn from one to the next) the return
+ * stack's top entry is then the right address, and so are those of the
+ * returns after it, as far as both sides' call chains agree;
+ * eco_ctx_switch's `jmp` would leave the return stack one entry off, and
+ * each of those returns mispredicted.
+ */
+        .globl  eco_ctx_switch_ret
+        .hidden eco_ctx_switch_ret
+        .type   eco_ctx_switch_ret, @function
+        .p2align 4
+eco_ctx_switch_ret:
+        .cfi_startproc
+        ECO_ENDBR
+        ECO_SWAP_STACKS %rdi, %rsi
+        xorl    %eax, %eax
+        ret
+        .cfi_endproc
+        .size   eco_ctx_switch_ret, .-eco_ctx_switch_ret
+
 #if defined(ECO_ASM_FAST_PATHS)
 /*
  * int eco_resume(eco_t *co) and int eco_yield(void): the common case of

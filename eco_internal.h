@@ -254,6 +254,8 @@ struct eco_rt {
     eco_t *runq_tail;
     struct event *runq_ev;
     int runq_armed;        /* runq_ev is active or scheduled */
+    int runq_budget;       /* hand-overs left in this pass (eco__park_switch);
+                              0 outside runq_cb */
     unsigned char runq_added; /* runq_ev is in the base with a timeout */
 
     /* For eco_loop's deadlock check (eco.c): parked waits that something
@@ -310,6 +312,9 @@ extern __thread struct eco_rt *eco__rt __attribute__((tls_model("initial-exec"))
  * record), switches to the stack to->sp and restores the state saved there.
  * Returns 0 when from is switched back to. */
 ECO_HIDDEN int eco_ctx_switch(eco_t *from, eco_t *to);
+/* The same switch, ending in a `ret` the CPU's return stack predicts when
+ * both sides stopped at the same call site (eco__park_switch). */
+ECO_HIDDEN int eco_ctx_switch_ret(eco_t *from, eco_t *to);
 /* Prepares a fresh stack whose top is `top` (16-byte aligned) so that the
  * first eco_ctx_switch to co, with co->sp set to the returned pointer,
  * calls entry(co) with the alignment the ABI requires at a function's
@@ -327,9 +332,10 @@ ECO_HIDDEN int eco__yield_slow(void);
 ECO_HIDDEN void eco__asan_arrived(struct eco_rt *rt, void *fake);
 #endif
 
-/* A switch with the sanitizers told. */
-static inline __attribute__((always_inline)) void eco__switch(struct eco_rt *rt, eco_t *from,
-                                                              eco_t *to)
+/* A switch through sw (eco_ctx_switch or eco_ctx_switch_ret) with the
+ * sanitizers told. */
+static inline __attribute__((always_inline)) void
+eco__switch_via(struct eco_rt *rt, eco_t *from, eco_t *to, int (*sw)(eco_t *, eco_t *))
 {
     (void)rt;
 #if defined(ECO_WITH_ASAN)
@@ -342,10 +348,16 @@ static inline __attribute__((always_inline)) void eco__switch(struct eco_rt *rt,
 #if defined(ECO_WITH_TSAN)
     __tsan_switch_to_fiber(to->tsan_fiber, 0);
 #endif
-    eco_ctx_switch(from, to);
+    sw(from, to);
 #if defined(ECO_WITH_ASAN)
     eco__asan_arrived(rt, fake);
 #endif
+}
+
+static inline __attribute__((always_inline)) void eco__switch(struct eco_rt *rt, eco_t *from,
+                                                              eco_t *to)
+{
+    eco__switch_via(rt, from, to, eco_ctx_switch);
 }
 
 /* rt->current changes only in its own thread; the hog watchdog reads it
@@ -406,6 +418,10 @@ ECO_HIDDEN void eco__runq_push(struct eco_rt *rt, eco_t *co);
 /* Resumes co (PARKED and woken) from the thread's own stack, the loop
  * becoming its caller. */
 ECO_HIDDEN void eco__run(struct eco_rt *rt, eco_t *co);
+/* Switches away from co, the running coroutine, which has just parked:
+ * to the next ready coroutine when the run queue's pass resumed co, else
+ * back to its caller.  Returns when co is resumed. */
+ECO_HIDDEN void eco__park_switch(struct eco_rt *rt, eco_t *co);
 /* Parks co, the running coroutine, at the back of the run queue: a yield
  * to the loop.  Returns 0 when it runs again. */
 ECO_HIDDEN int eco__yield_to_loop(struct eco_rt *rt, eco_t *co);
