@@ -102,6 +102,7 @@ static inline void reap(struct eco_rt *rt)
 
 void eco__run(struct eco_rt *rt, eco_t *co)
 {
+    rt->resumed_ns = eco__coarse_ns();
     eco_t *cur = enter(rt, co, 1);
     eco__switch(rt, cur, co);
     reap(rt);

@@ -256,6 +256,7 @@ struct eco_rt {
     int runq_armed;        /* runq_ev is active or scheduled */
     int runq_budget;       /* hand-overs left in this pass (eco__park_switch);
                               0 outside runq_cb */
+    int64_t resumed_ns;    /* coarse clock at the loop's latest resume */
     unsigned char runq_added; /* runq_ev is in the base with a timeout */
 
     /* For eco_loop's deadlock check (eco.c): parked waits that something
@@ -513,7 +514,12 @@ static inline __attribute__((always_inline)) int eco__park(struct eco_wait *w)
     co->state = ECO_S_PARKED;
     co->wake = ECO_WAKE_NONE;
     co->wait = w;
-    w->since = eco__coarse_ns();
+    /* A coroutine the loop resumed parks at about the time the loop resumed
+     * it: one clock read per resume by the loop, not one per park, which
+     * saves one per hand-over (chan_bench pingpong: 0.90x the time, see
+     * BENCHMARKS.md, Tricks).  eco_dump may count a long run before the
+     * park as waiting. */
+    w->since = co->by_loop ? rt->resumed_ns : eco__coarse_ns();
     if (ECO_UNLIKELY(w->deadline != ECO_NEVER || co->stop != 0 || rt->runq_head != NULL ||
                      !rt->notify_added))
         return eco__park_slow(w);
