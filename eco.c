@@ -690,8 +690,8 @@ int eco_setup(struct event_base *base)
         errno = EEXIST;
         return -1;
     }
-    /* Page-aligned: the fields a call touches, the thread's own record and
-     * the fd chunk pointers then share one page. */
+    /* Page-aligned: the fields a call touches and the thread's own record
+     * then share one page. */
     _Static_assert(sizeof(struct eco_rt) <= 4096, "the runtime fits in a page");
     struct eco_rt *rt = aligned_alloc(4096, 4096);
     if (rt == NULL) {

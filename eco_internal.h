@@ -216,19 +216,16 @@ struct eco_stacks {
 
 /* ---- eco_socket.c's state ---- */
 
-/* Fds per chunk of the fd table, and chunk pointers kept inline in the
- * runtime: fds below 8 * 256 = 2048 are found without another page. */
+/* Fds per chunk of the fd table. */
 #define ECO_FD_CHUNK 8
-#define ECO_FD_CHUNKS_INLINE 256
 
 struct eco_fds {
-    void **chunk;          /* chunk_inline, or a larger copy */
+    void **chunk;          /* chunk_n chunk pointers (malloc) */
     size_t chunk_n;
     size_t entry;          /* bytes per entry (with libevent's events) */
     void *last_write;      /* entry of the latest write-side call */
     unsigned char hooked;  /* hooks registered */
     unsigned char hook_bit;
-    void *chunk_inline[ECO_FD_CHUNKS_INLINE];
 };
 
 /* ---- one runtime per thread, in a page of its own (eco_setup) ---- */

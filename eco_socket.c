@@ -308,8 +308,7 @@ static void fd_at_teardown(struct eco_rt *rt)
             eco__ev_del(rt, f->c[d].ev, &f->d[d].armed);
     for (size_t i = 0; i < rt->fds.chunk_n; i++)
         free(rt->fds.chunk[i]);
-    if (rt->fds.chunk != rt->fds.chunk_inline)
-        free(rt->fds.chunk);
+    free(rt->fds.chunk);
     memset(&rt->fds, 0, sizeof rt->fds);
 }
 
@@ -328,12 +327,10 @@ static int chunks_reach(struct eco_rt *rt, size_t i)
         }
         t->hook_bit = (unsigned char)bit;
         t->hooked = 1;
-        t->chunk = t->chunk_inline;
-        t->chunk_n = ECO_FD_CHUNKS_INLINE;
     }
     if (i < t->chunk_n)
         return 0;
-    size_t n = t->chunk_n;
+    size_t n = t->chunk_n != 0 ? t->chunk_n : 256;
     while (n <= i)
         n *= 2;
     void **grown = malloc(n * sizeof *grown);
@@ -341,10 +338,10 @@ static int chunks_reach(struct eco_rt *rt, size_t i)
         errno = ENOMEM;
         return -1;
     }
-    memcpy(grown, t->chunk, t->chunk_n * sizeof *grown);
+    if (t->chunk_n != 0)
+        memcpy(grown, t->chunk, t->chunk_n * sizeof *grown);
     memset(grown + t->chunk_n, 0, (n - t->chunk_n) * sizeof *grown);
-    if (t->chunk != t->chunk_inline)
-        free(t->chunk);
+    free(t->chunk);
     t->chunk = grown;
     t->chunk_n = n;
     return 0;
