@@ -223,7 +223,6 @@ struct eco_fds {
     void **chunk;          /* chunk_n chunk pointers (malloc) */
     size_t chunk_n;
     size_t entry;          /* bytes per entry (with libevent's events) */
-    void *last_write;      /* entry of the latest write-side call */
     unsigned char hooked;  /* hooks registered */
     unsigned char hook_bit;
 };

@@ -94,9 +94,6 @@ struct fdstate {
     unsigned char open;    /* checked and made nonblocking since the last close */
     unsigned char stream;  /* short transfers say drained / full */
     unsigned char sock;    /* a socket: writes use MSG_NOSIGNAL */
-    /* The entry the head reader wrote to last before it parked, if not
-     * this one (a proxy's other fd), or NULL: the wake-up prefetches it. */
-    struct fdstate *peer;
     _Alignas(64) struct eco_rt *rt;
     int fd;
     struct dir_cold c[2];
@@ -237,7 +234,6 @@ static void fd_drop(struct fdstate *f)
     }
     pollers_drop(f);
     f->open = 0;
-    f->peer = NULL;
 }
 
 /* fd's entry if its chunk exists (the entry may be unused: rt == NULL). */
@@ -467,15 +463,6 @@ ECO_INLINE void prefetch_head(const struct dir *d)
     __builtin_prefetch((const char *)d->head_sp - sizeof(void *));
 }
 
-/* A reader that writes what it reads on to another fd, as a proxy does,
- * next touches that fd's entry: fetch it with the waiter's lines, not
- * after the switch.  peer is a hint; a stale one costs a prefetch. */
-ECO_INLINE void prefetch_peer(const struct fdstate *f)
-{
-    if (f->peer != NULL)
-        __builtin_prefetch(f->peer);
-}
-
 static void rd_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct fdstate *f = arg;
@@ -483,7 +470,6 @@ static void rd_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     prefetch_head(d);
-    prefetch_peer(f);
     d->ready = 1;
     if (d->io.head == NULL && !d->baton) {
         /* Nobody reads now: stop the level-triggered event from firing on
@@ -551,13 +537,8 @@ ECO_INLINE int io_wait(struct call *c, int front, int timed, const struct fd_ops
     if (timed && ECO_UNLIKELY(d->timed))
         w.w.deadline = call_deadline(c);
     eco_t *co = c->co;
-    if (front || d->io.head == NULL) {
+    if (front || d->io.head == NULL)
         d->head_sp = eco__sp();
-        if (c->dir == RD) {
-            struct fdstate *p = co->rt->fds.last_write;
-            f->peer = p != f ? p : NULL;
-        }
-    }
     q_push(&d->io, co, front);
     kick(f, c->dir, 0);
     int why = eco__park(&w.w);
@@ -736,8 +717,6 @@ ECO_INLINE int call_start(struct call *c, int fd, int dir)
     struct fdstate *f = fd_get(co->rt, fd);
     if (ECO_UNLIKELY(f == NULL))
         return -1;
-    if (dir == WR)
-        co->rt->fds.last_write = f;
     c->co = co;
     c->f = f;
     c->gen = f->gen;
