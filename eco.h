@@ -266,8 +266,10 @@ typedef struct eco_info {
                             "select 3 cases", "sleep 250 ms left",
                             "join #12", "poll 2 fds"; "runnable" when it is
                             ready and waits for its turn; "" otherwise */
-    long waited_ms;      /* how long it has waited (a few ms coarse), -1 if
-                            it is not waiting */
+    long waited_ms;      /* how long it has waited (a few ms coarse, and
+                            for a coroutine the loop resumed counted from
+                            that resume, so a long run before it parked
+                            counts too), -1 if it is not waiting */
     long deadline_ms;    /* time left to its deadline, -1 without one */
     int cancelled;       /* eco_cancel'led */
     size_t stack_used;   /* deepest its stack has been, in bytes, from the

@@ -75,8 +75,16 @@ eco_ctx_switch:
         .cfi_endproc
         .size   eco_ctx_switch, .-eco_ctx_switch
 
+/* eco_ctx_switch_ret: the x86-64 file has a variant ending in `ret` for
+ * eco__park_switch's hand-overs (measured there); here, unmeasured, one
+ * switch serves both. */
+        .globl  eco_ctx_switch_ret
+        .hidden eco_ctx_switch_ret
+        .type   eco_ctx_switch_ret, %function
+        .set    eco_ctx_switch_ret, eco_ctx_switch
+
 /*
- * First code on a fresh stack, reached by eco_ctx_switch's `ret` with
+ * First code on a fresh stack, reached by eco_ctx_switch's `br x30` with
  * x19 = the coroutine and x20 = its entry function.  sp = top, 16-aligned.
  * The entry function never returns: a coroutine ends by switching away.
  */

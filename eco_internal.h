@@ -222,19 +222,15 @@ struct eco_stacks {
 
 /* ---- eco_socket.c's state ---- */
 
-/* Fds per chunk of the fd table, and chunk pointers kept inline in the
- * runtime: fds below 8 * 256 = 2048 are found without another page. */
+/* Fds per chunk of the fd table. */
 #define ECO_FD_CHUNK 8
-#define ECO_FD_CHUNKS_INLINE 256
 
 struct eco_fds {
-    void **chunk;          /* chunk_inline, or a larger copy */
+    void **chunk;          /* chunk_n chunk pointers (malloc) */
     size_t chunk_n;
     size_t entry;          /* bytes per entry (with libevent's events) */
-    void *last_write;      /* entry of the latest write-side call */
     unsigned char hooked;  /* hooks registered */
     unsigned char hook_bit;
-    void *chunk_inline[ECO_FD_CHUNKS_INLINE];
 };
 
 /* ---- one runtime per thread, in a page of its own (eco_setup) ---- */
@@ -260,6 +256,9 @@ struct eco_rt {
     eco_t *runq_tail;
     struct event *runq_ev;
     int runq_armed;        /* runq_ev is active or scheduled */
+    int runq_budget;       /* hand-overs left in this pass (eco__park_switch);
+                              0 outside runq_cb */
+    int64_t resumed_ns;    /* coarse clock at the loop's latest resume */
     unsigned char runq_added; /* runq_ev is in the base with a timeout */
 
     /* For eco_loop's deadlock check (eco.c): parked waits that something
@@ -316,6 +315,9 @@ extern __thread struct eco_rt *eco__rt __attribute__((tls_model("initial-exec"))
  * record), switches to the stack to->sp and restores the state saved there.
  * Returns 0 when from is switched back to. */
 ECO_HIDDEN int eco_ctx_switch(eco_t *from, eco_t *to);
+/* The same switch, ending in a `ret` the CPU's return stack predicts when
+ * both sides stopped at the same call site (eco__park_switch). */
+ECO_HIDDEN int eco_ctx_switch_ret(eco_t *from, eco_t *to);
 /* Prepares a fresh stack whose top is `top` (16-byte aligned) so that the
  * first eco_ctx_switch to co, with co->sp set to the returned pointer,
  * calls entry(co) with the alignment the ABI requires at a function's
@@ -333,9 +335,10 @@ ECO_HIDDEN int eco__yield_slow(void);
 ECO_HIDDEN void eco__asan_arrived(struct eco_rt *rt, void *fake);
 #endif
 
-/* A switch with the sanitizers told. */
-static inline __attribute__((always_inline)) void eco__switch(struct eco_rt *rt, eco_t *from,
-                                                              eco_t *to)
+/* A switch through sw (eco_ctx_switch or eco_ctx_switch_ret) with the
+ * sanitizers told. */
+static inline __attribute__((always_inline)) void
+eco__switch_via(struct eco_rt *rt, eco_t *from, eco_t *to, int (*sw)(eco_t *, eco_t *))
 {
     (void)rt;
 #if defined(ECO_WITH_ASAN)
@@ -348,10 +351,16 @@ static inline __attribute__((always_inline)) void eco__switch(struct eco_rt *rt,
 #if defined(ECO_WITH_TSAN)
     __tsan_switch_to_fiber(to->tsan_fiber, 0);
 #endif
-    eco_ctx_switch(from, to);
+    sw(from, to);
 #if defined(ECO_WITH_ASAN)
     eco__asan_arrived(rt, fake);
 #endif
+}
+
+static inline __attribute__((always_inline)) void eco__switch(struct eco_rt *rt, eco_t *from,
+                                                              eco_t *to)
+{
+    eco__switch_via(rt, from, to, eco_ctx_switch);
 }
 
 /* rt->current changes only in its own thread; the hog watchdog reads it
@@ -412,6 +421,10 @@ ECO_HIDDEN void eco__runq_push(struct eco_rt *rt, eco_t *co);
 /* Resumes co (PARKED and woken) from the thread's own stack, the loop
  * becoming its caller. */
 ECO_HIDDEN void eco__run(struct eco_rt *rt, eco_t *co);
+/* Switches away from co, the running coroutine, which has just parked:
+ * to the next ready coroutine when the run queue's pass resumed co, else
+ * back to its caller.  Returns when co is resumed. */
+ECO_HIDDEN void eco__park_switch(struct eco_rt *rt, eco_t *co);
 /* Parks co, the running coroutine, at the back of the run queue: a yield
  * to the loop.  Returns 0 when it runs again. */
 ECO_HIDDEN int eco__yield_to_loop(struct eco_rt *rt, eco_t *co);
@@ -503,7 +516,12 @@ static inline __attribute__((always_inline)) int eco__park(struct eco_wait *w)
     co->state = ECO_S_PARKED;
     co->wake = ECO_WAKE_NONE;
     co->wait = w;
-    w->since = eco__coarse_ns();
+    /* A coroutine the loop resumed parks at about the time the loop resumed
+     * it: one clock read per resume by the loop, not one per park, which
+     * saves one per hand-over (chan_bench pingpong: 0.90x the time, see
+     * BENCHMARKS.md, Tricks).  eco_dump may count a long run before the
+     * park as waiting. */
+    w->since = co->by_loop ? rt->resumed_ns : eco__coarse_ns();
     if (ECO_UNLIKELY(w->deadline != ECO_NEVER || co->stop != 0 || rt->runq_head != NULL ||
                      !rt->notify_added))
         return eco__park_slow(w);

@@ -94,9 +94,6 @@ struct fdstate {
     unsigned char open;    /* checked and made nonblocking since the last close */
     unsigned char stream;  /* short transfers say drained / full */
     unsigned char sock;    /* a socket: writes use MSG_NOSIGNAL */
-    /* The entry the head reader wrote to last before it parked, if not
-     * this one (a proxy's other fd), or NULL: the wake-up prefetches it. */
-    struct fdstate *peer;
     _Alignas(64) struct eco_rt *rt;
     int fd;
     struct dir_cold c[2];
@@ -238,7 +235,6 @@ static void fd_drop(struct fdstate *f)
     }
     pollers_drop(f);
     f->open = 0;
-    f->peer = NULL;
 }
 
 /* fd's entry if its chunk exists (the entry may be unused: rt == NULL). */
@@ -309,8 +305,7 @@ static void fd_at_teardown(struct eco_rt *rt)
             eco__ev_del(rt, f->c[d].ev, &f->d[d].armed);
     for (size_t i = 0; i < rt->fds.chunk_n; i++)
         free(rt->fds.chunk[i]);
-    if (rt->fds.chunk != rt->fds.chunk_inline)
-        free(rt->fds.chunk);
+    free(rt->fds.chunk);
     memset(&rt->fds, 0, sizeof rt->fds);
 }
 
@@ -329,12 +324,10 @@ static int chunks_reach(struct eco_rt *rt, size_t i)
         }
         t->hook_bit = (unsigned char)bit;
         t->hooked = 1;
-        t->chunk = t->chunk_inline;
-        t->chunk_n = ECO_FD_CHUNKS_INLINE;
     }
     if (i < t->chunk_n)
         return 0;
-    size_t n = t->chunk_n;
+    size_t n = t->chunk_n != 0 ? t->chunk_n : 256;
     while (n <= i)
         n *= 2;
     void **grown = malloc(n * sizeof *grown);
@@ -342,10 +335,10 @@ static int chunks_reach(struct eco_rt *rt, size_t i)
         errno = ENOMEM;
         return -1;
     }
-    memcpy(grown, t->chunk, t->chunk_n * sizeof *grown);
+    if (t->chunk_n != 0)
+        memcpy(grown, t->chunk, t->chunk_n * sizeof *grown);
     memset(grown + t->chunk_n, 0, (n - t->chunk_n) * sizeof *grown);
-    if (t->chunk != t->chunk_inline)
-        free(t->chunk);
+    free(t->chunk);
     t->chunk = grown;
     t->chunk_n = n;
     return 0;
@@ -460,7 +453,9 @@ static __attribute__((noinline)) void pass_on(struct dir *d, int now)
 }
 
 /* The lines a wake-up of d's head is about to need, loaded in parallel:
- * its record's two (state and links, saved registers) and its stack's. */
+ * its record's two (state and links, saved registers) and its stack's.
+ * Without it echo_server used 1.024x the CPU per round trip at N = 1024
+ * (bench/ab_socket.sh, 16 rounds; BENCHMARKS.md, Tricks). */
 ECO_INLINE void prefetch_head(const struct dir *d)
 {
     const char *w = (const char *)d->io.head;
@@ -471,15 +466,6 @@ ECO_INLINE void prefetch_head(const struct dir *d)
     __builtin_prefetch((const char *)d->head_sp - sizeof(void *));
 }
 
-/* A reader that writes what it reads on to another fd, as a proxy does,
- * next touches that fd's entry: fetch it with the waiter's lines, not
- * after the switch.  peer is a hint; a stale one costs a prefetch. */
-ECO_INLINE void prefetch_peer(const struct fdstate *f)
-{
-    if (f->peer != NULL)
-        __builtin_prefetch(f->peer);
-}
-
 static void rd_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct fdstate *f = arg;
@@ -487,7 +473,6 @@ static void rd_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     prefetch_head(d);
-    prefetch_peer(f);
     d->ready = 1;
     if (d->io.head == NULL && !d->baton) {
         /* Nobody reads now: stop the level-triggered event from firing on
@@ -555,13 +540,8 @@ ECO_INLINE int io_wait(struct call *c, int front, int timed, const struct fd_ops
     if (timed && ECO_UNLIKELY(d->timed))
         w.w.deadline = call_deadline(c);
     eco_t *co = c->co;
-    if (front || d->io.head == NULL) {
+    if (front || d->io.head == NULL)
         d->head_sp = eco__sp();
-        if (c->dir == RD) {
-            struct fdstate *p = co->rt->fds.last_write;
-            f->peer = p != f ? p : NULL;
-        }
-    }
     q_push(&d->io, co, front);
     kick(f, c->dir, 0);
     int why = eco__park(&w.w);
@@ -740,8 +720,6 @@ ECO_INLINE int call_start(struct call *c, int fd, int dir)
     struct fdstate *f = fd_get(co->rt, fd);
     if (ECO_UNLIKELY(f == NULL))
         return -1;
-    if (dir == WR)
-        co->rt->fds.last_write = f;
     c->co = co;
     c->f = f;
     c->gen = f->gen;

@@ -203,7 +203,7 @@ int eco__park_slow(struct eco_wait *w)
     if (reason != ECO_WAKE_NONE && end_early(co, w, reason))
         return reason;
     rt->sourced += w->ops->sourced;
-    eco__switch_back(rt, co);
+    eco__park_switch(rt, co);
     rt->sourced -= w->ops->sourced;
     timer_del(rt, co);
     co->wait = NULL;

@@ -8,6 +8,9 @@
 #   A=old/echo_server B=new/echo_server sh bench/ab_socket.sh
 #                                          any two builds of one server (or,
 #                                          with KIND=proxy, of one proxy)
+#   OLD=456af71 sh bench/ab_socket.sh      this tree (A) against a git ref
+#                                          or another source tree (B), both
+#                                          built here: A / B is new / old
 #
 # Both servers (or proxies) run on CPU 1 together, each driven by its own
 # bench/loadgen on CPU 0 (N closed-loop connections, 8-byte messages), both
@@ -50,6 +53,24 @@ echo "== build ($B_DIR, Release)" >&2
 cmake -S . -B "$B_DIR" -DECO_BUILD_BENCH=ON -DECO_BUILD_TESTS=OFF -DECO_BUILD_SAMPLES=ON \
     -DCMAKE_BUILD_TYPE=Release >"$B_DIR.log" 2>&1 || { cat "$B_DIR.log"; exit 1; }
 cmake --build "$B_DIR" -j "$JOBS" >>"$B_DIR.log" 2>&1 || { tail -50 "$B_DIR.log"; exit 1; }
+
+# OLD: the same server (or proxy) built from a git ref or a source tree.
+if [ -n "${OLD:-}" ]; then
+    if [ -d "$OLD" ]; then
+        old_src=$(cd "$OLD" && pwd)
+    else
+        old_src=$B_DIR/old-src
+        rm -rf "$old_src" "$B_DIR/old"
+        mkdir -p "$old_src"
+        git archive "$OLD" | tar -x -C "$old_src"
+    fi
+    echo "== build $OLD ($B_DIR/old, Release)" >&2
+    cmake -S "$old_src" -B "$B_DIR/old" -DECO_BUILD_BENCH=OFF -DECO_BUILD_TESTS=OFF \
+        -DECO_BUILD_SAMPLES=ON -DCMAKE_BUILD_TYPE=Release >"$B_DIR.old.log" 2>&1 &&
+        cmake --build "$B_DIR/old" -j "$JOBS" >>"$B_DIR.old.log" 2>&1 || { tail -50 "$B_DIR.old.log"; exit 1; }
+    if [ "$KIND" = proxy ]; then p=tcp_proxy; else p=echo_server; fi
+    A=$B_DIR/sample/$p B=$B_DIR/old/sample/$p
+fi
 
 ulimit -n 8192 2>/dev/null || true
 BASE=$((20000 + $$ % 12000))

@@ -9,9 +9,12 @@
  *   chan_bench threads N    the same with producer and consumer coroutines in
  *                           two runtimes on two threads
  *
- * Prints the ns per message on one line; exits nonzero if a value got lost.
+ * Prints the ns per message on one line (CPU ns with ECO_BENCH_CLOCK=cpu,
+ * bench_core.h); exits nonzero if a value got lost.
  */
 #define _GNU_SOURCE
+#include "bench_core.h"
+
 #include <eco.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -19,13 +22,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
-}
 
 static long n_msgs;
 static eco_chan_t *ch_a, *ch_b;
@@ -35,14 +31,14 @@ static int64_t checksum;
 static void *ping(void *arg)
 {
     (void)arg;
-    double t0 = now_ns();
+    double t0 = bench_now_ns();
     for (int64_t i = 0; i < n_msgs; i++) {
         int64_t v = i;
         eco_chan_send(ch_a, &v);
         eco_chan_recv(ch_b, &v);
         checksum += v;
     }
-    elapsed = now_ns() - t0;
+    elapsed = bench_now_ns() - t0;
     eco_chan_close(ch_a);
     return NULL;
 }
@@ -108,11 +104,11 @@ int main(int argc, char **argv)
     } else if (strcmp(argv[1], "buffered") == 0) {
         eco_setup(NULL);
         ch_a = eco_chan_new(sizeof(int64_t), 1024);
-        double t0 = now_ns();
+        double t0 = bench_now_ns();
         eco_go(consume, NULL);
         eco_go(produce, NULL);
         eco_loop();
-        per = (now_ns() - t0) / (double)n_msgs;
+        per = (bench_now_ns() - t0) / (double)n_msgs;
     } else if (strcmp(argv[1], "threads") == 0) {
         ch_a = eco_chan_new(sizeof(int64_t), 1024);
         pthread_t p, c;
@@ -120,10 +116,10 @@ int main(int argc, char **argv)
         pthread_create(&c, NULL, runtime_thread, (void *)consume);
         pthread_create(&p, NULL, runtime_thread, (void *)produce);
         pthread_barrier_wait(&start);
-        double t0 = now_ns();
+        double t0 = bench_now_ns();
         pthread_join(p, NULL);
         pthread_join(c, NULL);
-        per = (now_ns() - t0) / (double)n_msgs;
+        per = (bench_now_ns() - t0) / (double)n_msgs;
     } else {
         fprintf(stderr, "unknown mode %s\n", argv[1]);
         return 2;
