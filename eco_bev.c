@@ -245,7 +245,8 @@ static int bev_cancel(eco_t *co, struct eco_wait *w)
     return 1;
 }
 
-static const struct eco_wait_ops bev_ops = {bev_describe, bev_cancel, 1};
+static const struct eco_wait_ops bev_ops = {
+    .describe = bev_describe, .cancel = bev_cancel, .sourced = 1};
 
 /* Waits once for a callback of kind: enables the direction the
  * bufferevent must watch for it, then parks unless a callback came during

@@ -22,7 +22,8 @@ start() {
     $EMU "$BIN/$name" "$@" >"$TMP/$name.out" 2>&1 &
     PIDS="$PIDS $!"
     i=0
-    while ! grep -q 'listening' "$TMP/$name.out"; do
+    # Until that line is whole: a newline is the last byte written.
+    while ! grep -q 'listening' "$TMP/$name.out" || [ -n "$(tail -c 1 "$TMP/$name.out")" ]; do
         i=$((i + 1))
         [ $i -le 200 ] || fail "$name did not start: $(cat "$TMP/$name.out")"
         sleep 0.05
