@@ -247,7 +247,6 @@ struct eco_rt {
     unsigned long resumes; /* resumes so far (the hog watchdog reads it) */
     struct event_base *base;
     int own_base;
-    int looping;           /* eco_loop is running the base */
     size_t alive;          /* created and not DONE */
     size_t stack_size;     /* default for new coroutines */
 
