@@ -264,7 +264,8 @@ typedef struct eco_info {
                             "write fd 9", "accept fd 3", "connect fd 4",
                             "lock fd 7 write", "chan 0x55d0 recv",
                             "select 3 cases", "sleep 250 ms left",
-                            "join #12", "poll 2 fds"; "runnable" when it is
+                            "join #12", "poll 2 fds", "bev read fd 7";
+                            "runnable" when it is
                             ready and waits for its turn; "" otherwise */
     long waited_ms;      /* how long it has waited (a few ms coarse, and
                             for a coroutine the loop resumed counted from
