@@ -359,7 +359,9 @@ static void *timeout_body(void *arg)
     int64_t t0 = now_ns();
     ck_assert_int_eq(eco_bev_read(bev, buf, sizeof buf), -1);
     ck_assert_int_eq(errno, ETIMEDOUT);
-    ck_assert_int_ge(now_ns() - t0, 45 * 1000000LL); /* libevent's clock is coarse */
+    /* libevent's: it counts from the loop's cached time, which the slow
+     * tools leave further behind. */
+    ck_assert_int_ge(now_ns() - t0, (slow() ? 20 : 45) * 1000000LL);
     /* The bufferevent is still usable. */
     peer_send("x", 1);
     ck_assert_int_eq(eco_bev_read(bev, buf, sizeof buf), 1);
@@ -388,8 +390,8 @@ static void *deadline_body(void *arg)
 {
     (void)arg;
     char buf[16];
+    int64_t t0 = now_ns(); /* before: the deadline counts from the call */
     ck_assert_int_eq(eco_set_deadline(eco_self(), 50), 0);
-    int64_t t0 = now_ns();
     ck_assert_int_eq(eco_bev_read(bev, buf, sizeof buf), -1);
     ck_assert_int_eq(errno, ETIMEDOUT);
     ck_assert_int_ge(now_ns() - t0, 50 * 1000000LL);
