@@ -12,9 +12,16 @@
 # first; loadgen spreads its connections over 64 source addresses
 # 127.0.0.2-65 (and Linux reuses loopback TIME_WAIT ports after a second).
 # PIN=1 (the default on two or more CPUs): servers on CPU 1, loadgen on 0.
+# TOGETHER=1 (the default) drives both servers at the same time, as
+# ab_socket.sh does: the host's load then hits both alike, and neither
+# server idles between its rounds (an idle second lets libeco's stack pool
+# give its stacks back, and the next round faults them in again: 0.2-0.5
+# minor faults per connection that a steady server does not see).
+# TOGETHER=0 runs them one after the other.
 set -eu
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
+TOGETHER=${TOGETHER:-1}
 SECS=${SECS:-2}
 CONC=${CONC:-1000}
 B=build-bench-net
@@ -42,7 +49,14 @@ one() { # side port pid: one loadgen run, appends "side round conns_per_s cpu_us
 r=1
 while [ "$r" -le "$ROUNDS" ]; do
     echo "== round $r/$ROUNDS" >&2
-    if [ $((r % 2)) -eq 1 ]; then
+    if [ "$TOGETHER" = 1 ]; then
+        one libeco "$P_ECO" "$PID_eco" &
+        a=$!
+        one libevent "$P_RAW" "$PID_raw" &
+        b=$!
+        wait "$a" || exit 1
+        wait "$b" || exit 1
+    elif [ $((r % 2)) -eq 1 ]; then
         one libeco "$P_ECO" "$PID_eco"; one libevent "$P_RAW" "$PID_raw"
     else
         one libevent "$P_RAW" "$PID_raw"; one libeco "$P_ECO" "$PID_eco"
@@ -58,7 +72,7 @@ pr=$(awk '{ c[$1, $2] = $4 } END { for (k in c) { split(k, p, SUBSEP)
           if (p[1] == "libeco" && c["libevent", p[2]] > 0) print c[k] / c["libevent", p[2]] } }' "$RAW" | median)
 echo
 echo "Machine: $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg); $(date -u '+%Y-%m-%d %H:%M UTC')"
-echo "Medians of $ROUNDS interleaved runs of ${SECS} s; $CONC connections in flight, one 8-byte round trip each;"
+echo "Medians of $ROUNDS rounds of ${SECS} s (both servers at once: $TOGETHER); $CONC connections in flight, one 8-byte round trip each;"
 echo "${SRV:-unpinned}${SRV:+ for the servers, $LOAD for loadgen}."
 echo
 echo "| | libeco echo_server | raw libevent | libeco / libevent | target |"
