@@ -108,6 +108,7 @@
 #include <unistd.h>
 
 #include "accept_util.h"
+#include "backend_arg.h"
 #include "dump_on_quit.h"
 #include "eco.h"
 
@@ -1474,19 +1475,14 @@ static int bad(const char *what)
 
 static int add_backend(const char *spec)
 {
-    const char *colon = strrchr(spec, ':');
-    if (colon == NULL || colon == spec || colon[1] == '\0' || nbackends == MAX_BACKENDS)
-        return -1;
     char host[256];
-    size_t hl = (size_t)(colon - spec);
-    if (hl >= sizeof host)
+    const char *port;
+    if (nbackends == MAX_BACKENDS || backend_split(spec, host, sizeof host, &port) != NULL)
         return -1;
-    memcpy(host, spec, hl);
-    host[hl] = '\0';
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_NUMERICSERV};
     struct backend *be = &backends[nbackends];
-    if (eco_getaddrinfo(host, colon + 1, &hints, &be->ai) != 0)
+    if (eco_getaddrinfo(host, port, &hints, &be->ai) != 0)
         return -1;
     be->name = spec;
     nbackends++;

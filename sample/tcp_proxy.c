@@ -32,6 +32,7 @@
 #include <string.h>
 
 #include "accept_util.h"
+#include "backend_arg.h"
 #include "eco.h"
 #include "server_threads.h"
 
@@ -194,19 +195,12 @@ int main(int argc, char **argv)
         return bad("--listen must be a port number from 0 (any free port) to 65535");
     if (srv.nthreads < 1)
         return bad("--threads must be from 1 to 64");
-    const char *colon = target ? strrchr(target, ':') : NULL;
-    if (colon == NULL || colon == target || colon[1] == '\0' || optind != argc)
-        return bad("--backend must be HOST:PORT");
     char host[256];
-    size_t hl = (size_t)(colon - target);
-    if (hl >= sizeof host)
-        return bad("--backend host is too long");
-    memcpy(host, target, hl);
-    host[hl] = '\0';
-    if (host[0] == '[' && hl > 2 && host[hl - 1] == ']') { /* [::1]:port */
-        memmove(host, host + 1, hl - 2);
-        host[hl - 2] = '\0';
-    }
+    const char *bport;
+    const char *why = optind != argc ? "--backend must be HOST:PORT"
+                                     : backend_split(target, host, sizeof host, &bport);
+    if (why != NULL)
+        return bad(why);
     /* The name is looked up once, by a runtime of the main thread's own
      * that is gone before the server's threads start. */
     if (eco_setup(NULL) != 0) {
@@ -215,7 +209,7 @@ int main(int argc, char **argv)
     }
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_NUMERICSERV};
-    int rc = eco_getaddrinfo(host, colon + 1, &hints, &backend);
+    int rc = eco_getaddrinfo(host, bport, &hints, &backend);
     eco_teardown();
     if (rc != 0) {
         fprintf(stderr, "tcp_proxy: backend %s: %s\n", target, gai_strerror(rc));

@@ -37,6 +37,7 @@
 #include <sys/socket.h>
 
 #include "accept_util.h"
+#include "backend_arg.h"
 #include "dump_on_quit.h"
 #include "eco.h"
 
@@ -305,19 +306,12 @@ int main(int argc, char **argv)
         return bad("--listen must be a port number from 0 (any free port) to 65535");
     if (cert == NULL || key == NULL)
         return bad("--cert and --key are required");
-    const char *colon = target ? strrchr(target, ':') : NULL;
-    if (colon == NULL || colon == target || colon[1] == '\0' || optind != argc)
-        return bad("--backend must be HOST:PORT");
     char host[256];
-    size_t hl = (size_t)(colon - target);
-    if (hl >= sizeof host)
-        return bad("--backend host is too long");
-    memcpy(host, target, hl);
-    host[hl] = '\0';
-    if (host[0] == '[' && hl > 2 && host[hl - 1] == ']') { /* [::1]:port */
-        memmove(host, host + 1, hl - 2);
-        host[hl - 2] = '\0';
-    }
+    const char *bport;
+    const char *why = optind != argc ? "--backend must be HOST:PORT"
+                                     : backend_split(target, host, sizeof host, &bport);
+    if (why != NULL)
+        return bad(why);
     ctx = make_ctx(cert, key);
     if (ctx == NULL)
         return 1;
@@ -327,7 +321,7 @@ int main(int argc, char **argv)
     }
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_NUMERICSERV};
-    int rc = eco_getaddrinfo(host, colon + 1, &hints, &backend);
+    int rc = eco_getaddrinfo(host, bport, &hints, &backend);
     if (rc != 0) {
         fprintf(stderr, "tls_proxy: backend %s: %s\n", target, gai_strerror(rc));
         return 2;
