@@ -28,6 +28,7 @@
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_struct.h>
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,10 +117,15 @@ static void attach(struct bev_wait *bw)
     struct bev_state *st;
     if (bev->readcb == on_read) {
         st = bev->cbarg;
+        if ((bw->kind & W_WRITE) && bev->writecb != on_write)
+            bufferevent_setcb(bev, on_read, on_write, on_event, st);
     } else {
         st = &bw->own;
         *st = (struct bev_state){bev, bev->readcb, bev->writecb, bev->errorcb, bev->cbarg, NULL};
-        bufferevent_setcb(bev, on_read, on_write, on_event, st);
+        /* The write callback only when someone takes it: a bufferevent
+         * calls it each time the output drains. */
+        bufferevent_setcb(bev, on_read, st->user_write != NULL || (bw->kind & W_WRITE) ? on_write : NULL,
+                          on_event, st);
     }
     bw->st = st;
     bw->prev = NULL;
@@ -264,9 +270,10 @@ static int bev_cancel(eco_t *co, struct eco_wait *w)
 /* Whether the bufferevent's own event for that direction is in the base
  * (bufferevent_struct.h: socket and openssl ones use ev_read/ev_write;
  * others never add them, and are then always enabled anew). */
-static int watching(struct bufferevent *bev, short what)
+static int watching(const struct bufferevent *bev, short what)
 {
-    return event_pending(what == EV_READ ? &bev->ev_read : &bev->ev_write, what, NULL) != 0;
+    const struct event *ev = what == EV_READ ? &bev->ev_read : &bev->ev_write;
+    return (ev->ev_evcallback.evcb_flags & EVLIST_INSERTED) != 0;
 }
 
 static const struct eco_wait_ops bev_ops = {
@@ -284,7 +291,7 @@ static int wait_once(struct bev_wait *bw, short enable)
      * its fd but keeps the flag, and must look again to report it again.
      * (Enabling what is already watched costs a round trip a few per cent
      * with a thousand connections.) */
-    if (enable != 0 && ((bufferevent_get_enabled(bw->bev) & enable) != enable || !watching(bw->bev, enable)) &&
+    if (enable != 0 && ((bw->bev->enabled & enable) != enable || !watching(bw->bev, enable)) &&
         bufferevent_enable(bw->bev, enable) != 0) {
         detach(bw);
         errno = ENOMEM;
@@ -493,8 +500,7 @@ ssize_t eco_bev_write(struct bufferevent *bev, const void *buf, size_t n)
         errno = EFAULT;
         return -1;
     }
-    size_t low = 0, high = 0;
-    bufferevent_getwatermark(bev, EV_WRITE, &low, &high);
+    size_t low = bev->wm_write.low, high = bev->wm_write.high;
     if (high == 0)
         high = BEV_WRITE_MAX;
     struct evbuffer *out = bufferevent_get_output(bev);
