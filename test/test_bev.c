@@ -561,9 +561,9 @@ static void *scribble_body(void *arg)
     return NULL;
 }
 
-/* The record of a bufferevent's waits lives in the frame of the first
- * wait; when that one leaves first (here cancelled), a wait still parked
- * goes on with it and the callbacks still come back at the end. */
+/* The first of two waits on a bufferevent leaves first (cancelled): the
+ * other goes on, what it does not take still reaches the user's
+ * callbacks, and they are back when it ends. */
 static void *first_leaves_body(void *arg)
 {
     int *tag = arg;
