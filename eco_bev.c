@@ -104,10 +104,11 @@ static int attach(struct bev_wait *bw)
         }
         *st = (struct bev_state){bev, bev->readcb, bev->writecb, bev->errorcb, bev->cbarg, NULL};
         /* The write callback only when someone takes it: a bufferevent
-         * calls it each time the output drains.  With the fields read
-         * directly below (no lock taken): bench/bev_echo co, N = 64, 3894
+         * calls it each time the output drains.  With the bufferevent's
+         * fields read directly here, in watching() and eco_bev_write
+         * instead of through its lock: bench/bev_echo co, N = 64, 3894
          * instead of 4148 instructions per round trip (callgrind), CPU
-         * per round trip 0.982 (9 paired rounds, 0.980-0.992). */
+         * per round trip 0.98-0.99 at N = 64 and 1024 (BENCHMARKS.md). */
         bufferevent_setcb(bev, on_read, st->user_write != NULL || (bw->kind & W_WRITE) ? on_write : NULL,
                           on_event, st);
     }
