@@ -952,8 +952,10 @@ ECO_API int eco_set_blocking_threads(size_t n);
  *
  * What happens to the bufferevent's callbacks.  While at least one call
  * below is parked on a bufferevent, libeco's own callbacks are installed
- * on it (bufferevent_setcb), and each of them hands on what no parked call
- * takes to the user's callback of the same kind, with the user's argument:
+ * on it (bufferevent_setcb; the write callback only while a write or flush
+ * is parked or the user has a write callback, as it would have nothing to
+ * do), and each of them hands on what no parked call takes to the user's
+ * callback of the same kind, with the user's argument:
  *  - the read callback wakes the parked reads; with none parked it calls
  *    the user's read callback;
  *  - the write callback wakes parked writes and flushes, likewise;

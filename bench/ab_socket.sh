@@ -8,6 +8,8 @@
 #   A=old/echo_server B=new/echo_server sh bench/ab_socket.sh
 #                                          any two builds of one server (or,
 #                                          with KIND=proxy, of one proxy)
+#   KIND=bev sh bench/ab_socket.sh         bench/bev_echo co vs bench/bev_echo cb
+#                                          (with OLD: co against old co)
 #   OLD=456af71 sh bench/ab_socket.sh      this tree (A) against a git ref
 #                                          or another source tree (B), both
 #                                          built here: A / B is new / old
@@ -40,8 +42,8 @@ SECS=${SECONDS_PER_RUN:-2}
 NS=${NS:-"64 1024"}
 KIND=${KIND:-server}
 case $KIND in
-server | proxy) ;;
-*) echo "ab_socket.sh: KIND must be server or proxy" >&2; exit 2 ;;
+server | proxy | bev) ;;
+*) echo "ab_socket.sh: KIND must be server, proxy or bev" >&2; exit 2 ;;
 esac
 B_DIR=build-bench-net
 JOBS=$(nproc 2>/dev/null || echo 2)
@@ -65,11 +67,15 @@ if [ -n "${OLD:-}" ]; then
         git archive "$OLD" | tar -x -C "$old_src"
     fi
     echo "== build $OLD ($B_DIR/old, Release)" >&2
-    cmake -S "$old_src" -B "$B_DIR/old" -DECO_BUILD_BENCH=OFF -DECO_BUILD_TESTS=OFF \
+    old_bench=OFF; [ "$KIND" != bev ] || old_bench=ON
+    cmake -S "$old_src" -B "$B_DIR/old" -DECO_BUILD_BENCH=$old_bench -DECO_BUILD_TESTS=OFF \
         -DECO_BUILD_SAMPLES=ON -DCMAKE_BUILD_TYPE=Release >"$B_DIR.old.log" 2>&1 &&
         cmake --build "$B_DIR/old" -j "$JOBS" >>"$B_DIR.old.log" 2>&1 || { tail -50 "$B_DIR.old.log"; exit 1; }
-    if [ "$KIND" = proxy ]; then p=tcp_proxy; else p=echo_server; fi
-    A=$B_DIR/sample/$p B=$B_DIR/old/sample/$p
+    case $KIND in
+    proxy) A=$B_DIR/sample/tcp_proxy B=$B_DIR/old/sample/tcp_proxy ;;
+    bev) A=$B_DIR/bench/bev_echo B=$B_DIR/old/bench/bev_echo MODE_B=co ;;
+    *) A=$B_DIR/sample/echo_server B=$B_DIR/old/sample/echo_server ;;
+    esac
 fi
 
 ulimit -n 8192 2>/dev/null || true
@@ -86,12 +92,16 @@ start_side() { # side binary port: with the arguments that program takes
     proxy:*raw_proxy) start "$1" taskset -c 1 "$2" "$3" "$P_BACK" ;;
     proxy:*) start "$1" taskset -c 1 "$2" --listen "$3" --backend "127.0.0.1:$P_BACK" ;;
     *:*raw_echo_server) start "$1" taskset -c 1 "$2" "$3" ;;
+    bev:*) if [ "$1" = A ]; then m=co; else m=${MODE_B:-cb}; fi
+        start "$1" taskset -c 1 "$2" "$m" "$3" ;;
     *) start "$1" taskset -c 1 "$2" --port "$3" ;;
     esac
 }
 if [ "$KIND" = proxy ]; then
     A=${A:-$B_DIR/sample/tcp_proxy} B=${B:-$B_DIR/bench/raw_proxy}
     start back taskset -c 0 "$B_DIR/bench/raw_echo_server" "$P_BACK"
+elif [ "$KIND" = bev ]; then
+    A=${A:-$B_DIR/bench/bev_echo} B=${B:-$B_DIR/bench/bev_echo}
 else
     A=${A:-$B_DIR/sample/echo_server} B=${B:-$B_DIR/bench/raw_echo_server}
 fi

@@ -551,6 +551,62 @@ START_TEST(user_callbacks_get_the_rest)
 }
 END_TEST
 
+/* Dirties the stack a finished coroutine left, which the next one is
+ * likely to be given. */
+static void *scribble_body(void *arg)
+{
+    (void)arg;
+    volatile char junk[8192];
+    memset((char *)junk, 0x5a, sizeof junk);
+    return NULL;
+}
+
+/* The first of two waits on a bufferevent leaves first (cancelled): the
+ * other goes on, what it does not take still reaches the user's
+ * callbacks, and they are back when it ends. */
+static void *first_leaves_body(void *arg)
+{
+    int *tag = arg;
+    struct parked rd = {0, 0}, fp = {1, 0};
+    eco_t *r = eco_create(park_read_body, &rd, NULL);
+    ck_assert_int_eq(eco_resume(r), 0);
+    ck_assert_int_eq(eco_state(r), ECO_PENDING);
+    size_t size = 4 << 20;
+    char *big = calloc(1, size);
+    ck_assert_int_eq(bufferevent_write(bev, big, size), 0);
+    free(big);
+    eco_t *fl = eco_create(flush_body, &fp, NULL);
+    ck_assert_int_eq(eco_resume(fl), 0);
+    ck_assert_int_eq(eco_state(fl), ECO_PENDING);
+    ck_assert_int_eq(eco_cancel(r), 0);
+    ck_assert_int_eq(eco_join(r, NULL), 0);
+    ck_assert_int_eq(rd.err, ECANCELED);
+    run(scribble_body, NULL);
+    /* The flush alone waits: data goes to the user's read callback. */
+    peer_send("data", 4);
+    for (int i = 0; i < 200 && user_reads == 0; i++)
+        eco_sleep(1);
+    ck_assert_int_eq(user_reads, 1);
+    ck_assert_ptr_eq(user_arg_seen, tag);
+    eco_t *dr = eco_create(drain_peer, &size, NULL);
+    ck_assert_int_eq(eco_resume(dr), 0);
+    ck_assert_int_eq(eco_join(fl, NULL), 0);
+    ck_assert_int_eq(fp.ret, 0);
+    ck_assert_int_eq(eco_join(dr, NULL), 0);
+    expect_user_callbacks(tag);
+    ck_assert_int_eq(user_writes, 0);
+    return NULL;
+}
+
+START_TEST(first_wait_leaves_first)
+{
+    int tag;
+    user_reads = user_writes = user_events = 0;
+    bufferevent_setcb(bev, user_read, user_write, user_event, &tag);
+    run(first_leaves_body, &tag);
+}
+END_TEST
+
 /* A reset while reading is an error with the socket's errno. */
 static void *reset_body(void *arg)
 {
@@ -692,6 +748,7 @@ int main(void)
     tcase_add_test(tc, deadline);
     tcase_add_test(tc, cancel_restores_callbacks);
     tcase_add_test(tc, user_callbacks_get_the_rest);
+    tcase_add_test(tc, first_wait_leaves_first);
     tcase_add_test(tc, reset_is_an_error);
     tcase_add_test(tc, wait_connected);
     tcase_add_test(tc, dump_words);
