@@ -997,6 +997,11 @@ ECO_API int eco_set_blocking_threads(size_t n);
  * proxy moves data both ways).  Several readers are all woken when data
  * comes, and which gets it is not said.
  *
+ * Threads.  The bufferevent must belong to the calling thread's runtime
+ * (created on eco_base(), or on the base given to eco_setup), and no other
+ * thread may use it while a call is parked on it: the calls read its
+ * callbacks, flags and watermarks without taking its lock.
+ *
  * Errors, besides ECANCELED, ETIMEDOUT, ENOMEM and EPERM (not in a
  * coroutine): EINVAL (bev NULL), EFAULT (buf NULL with n > 0), and on
  * BEV_EVENT_ERROR the socket's errno that libevent saw (ECONNRESET,
