@@ -39,8 +39,12 @@ static void *silent_backend(void *arg)
 {
     int lfd = (int)(intptr_t)arg;
     eco_fd_timeout(lfd, ECO_RD, 100);
-    while (!stop_backend) {
+    /* Until stopped and the backlog is empty: a connection the proxy made
+     * counts even when this loop had not taken it yet (a loaded machine). */
+    for (;;) {
         int fd = eco_accept(lfd, NULL, NULL);
+        if (fd < 0 && stop_backend)
+            break;
         if (fd >= 0 && nheld < (int)(sizeof held / sizeof held[0]))
             held[nheld++] = fd;
         else if (fd >= 0)
