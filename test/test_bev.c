@@ -22,13 +22,6 @@
 
 #include "test_util.h"
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static int slow(void)
 {
     const char *s = getenv("ECO_TEST_SLOW");

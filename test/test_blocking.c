@@ -18,24 +18,6 @@
 
 #include "test_util.h"
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static long ms_since(int64_t t0)
-{
-    return (long)((now_ns() - t0) / 1000000);
-}
-
-static long slack(long ms)
-{
-    const char *s = getenv("ECO_TEST_SLOW");
-    return s != NULL && s[0] == '1' ? ms * 10 : ms;
-}
-
 /* Pool threads alive now (they are named "eco-blocking"; sanitizers
  * start threads of their own). */
 static int threads_now(void)

@@ -3,8 +3,10 @@
 #define TEST_UTIL_H
 
 #include <check.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <sys/resource.h>
+#include <time.h>
 
 #include "eco.h"
 
@@ -37,6 +39,27 @@ static inline TCase *rt_tcase(const char *name)
     tcase_add_checked_fixture(tc, rt_up, rt_down);
     tcase_set_timeout(tc, 60);
     return tc;
+}
+
+/* CLOCK_MONOTONIC now, in ns; and ms since t0 of it. */
+static inline int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static inline long ms_since(int64_t t0)
+{
+    return (long)((now_ns() - t0) / 1000000);
+}
+
+/* A time bound of ms, ten times looser under the slow tools (Valgrind,
+ * TSan, qemu: ECO_TEST_SLOW). */
+static inline long slack(long ms)
+{
+    const char *s = getenv("ECO_TEST_SLOW");
+    return s != NULL && s[0] == '1' ? ms * 10 : ms;
 }
 
 /* Raises the soft limit on open fds to n if the hard one allows; fails
