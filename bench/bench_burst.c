@@ -48,43 +48,12 @@ static double cpu_ns(void)
            ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) * 1e3;
 }
 
-static long status_kb(const char *field)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    size_t len = strlen(field);
-    long v = -1;
-    if (f == NULL)
-        return -1;
-    while (fgets(line, sizeof line, f) != NULL) {
-        if (strncmp(line, field, len) == 0 && line[len] == ':') {
-            v = strtol(line + len + 1, NULL, 10);
-            break;
-        }
-    }
-    fclose(f);
-    return v;
-}
-
-static long maps_lines(void)
-{
-    FILE *f = fopen("/proc/self/maps", "r");
-    long n = 0;
-    int c;
-    if (f == NULL)
-        return -1;
-    while ((c = getc(f)) != EOF)
-        n += c == '\n';
-    fclose(f);
-    return n;
-}
-
 static void report_mem(const char *phase)
 {
     eco_stats_t st;
     eco_stats(&st);
-    printf("RESULT burst_%s_rss_kb %ld\n", phase, status_kb("VmRSS"));
-    printf("RESULT burst_%s_maps %ld\n", phase, maps_lines());
+    printf("RESULT burst_%s_rss_kb %ld\n", phase, bench_status_kb("VmRSS"));
+    printf("RESULT burst_%s_maps %ld\n", phase, bench_maps_lines());
     printf("RESULT burst_%s_stacks %zu\n", phase, st.stacks);
 }
 

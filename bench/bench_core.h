@@ -55,4 +55,37 @@ static inline long bench_arg(int argc, char **argv, int i, long def)
     return v;
 }
 
+/* A field of /proc/self/status in kB (VmRSS, VmPTE...), or -1. */
+static inline long bench_status_kb(const char *field)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    size_t len = strlen(field);
+    long v = -1;
+    if (f == NULL)
+        return -1;
+    while (fgets(line, sizeof line, f) != NULL) {
+        if (strncmp(line, field, len) == 0 && line[len] == ':') {
+            v = strtol(line + len + 1, NULL, 10);
+            break;
+        }
+    }
+    fclose(f);
+    return v;
+}
+
+/* Lines of /proc/self/maps (mappings), or -1. */
+static inline long bench_maps_lines(void)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    long n = 0;
+    int c;
+    if (f == NULL)
+        return -1;
+    while ((c = getc(f)) != EOF)
+        n += c == '\n';
+    fclose(f);
+    return n;
+}
+
 #endif /* BENCH_CORE_H */

@@ -29,25 +29,6 @@ static long n_co, parked, sleep_ms;
 static long rss_kb, pte_kb, maps_lines;
 static double t_start, t_parked;
 
-/* A field of /proc/self/status in kB, or -1. */
-static long status_kb(const char *field)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    size_t len = strlen(field);
-    long v = -1;
-    if (f == NULL)
-        return -1;
-    while (fgets(line, sizeof line, f) != NULL) {
-        if (strncmp(line, field, len) == 0 && line[len] == ':') {
-            v = strtol(line + len + 1, NULL, 10);
-            break;
-        }
-    }
-    fclose(f);
-    return v;
-}
-
 static long count_lines(const char *path)
 {
     FILE *f = fopen(path, "r");
@@ -89,8 +70,8 @@ static void check_cb(evutil_socket_t fd, short what, void *arg)
     if (parked < n_co)
         return;
     t_parked = bench_now_ns();
-    rss_kb = status_kb("VmRSS");
-    pte_kb = status_kb("VmPTE");
+    rss_kb = bench_status_kb("VmRSS");
+    pte_kb = bench_status_kb("VmPTE");
     maps_lines = count_lines("/proc/self/maps");
     event_base_loopbreak(base);
 }
@@ -111,7 +92,7 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    long rss0 = status_kb("VmRSS"), pte0 = status_kb("VmPTE");
+    long rss0 = bench_status_kb("VmRSS"), pte0 = bench_status_kb("VmPTE");
     long maps0 = count_lines("/proc/self/maps");
     t_start = bench_now_ns();
     for (long i = 0; i < n_co; i++) {

@@ -30,37 +30,6 @@ static int use_chan;
 static eco_chan_t *gate;
 static double t_parked;
 
-static long status_kb(const char *field)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    size_t len = strlen(field);
-    long v = -1;
-    if (f == NULL)
-        return -1;
-    while (fgets(line, sizeof line, f) != NULL) {
-        if (strncmp(line, field, len) == 0 && line[len] == ':') {
-            v = strtol(line + len + 1, NULL, 10);
-            break;
-        }
-    }
-    fclose(f);
-    return v;
-}
-
-static long maps_lines(void)
-{
-    FILE *f = fopen("/proc/self/maps", "r");
-    long n = 0;
-    int c;
-    if (f == NULL)
-        return -1;
-    while ((c = getc(f)) != EOF)
-        n += c == '\n';
-    fclose(f);
-    return n;
-}
-
 static void *parker(void *arg)
 {
     (void)arg;
@@ -91,7 +60,7 @@ int main(int argc, char **argv)
         perror("eco_chan_new");
         return 1;
     }
-    long rss0 = status_kb("VmRSS"), pte0 = status_kb("VmPTE");
+    long rss0 = bench_status_kb("VmRSS"), pte0 = bench_status_kb("VmPTE");
     double t0 = bench_now_ns();
     for (long i = 0; i < n_co; i++) {
         if (eco_go(parker, NULL) != 0) {
@@ -105,8 +74,8 @@ int main(int argc, char **argv)
         return 1;
     }
     double start_s = (t_parked - t0) / 1e9;
-    long rss = status_kb("VmRSS") - rss0, pte = status_kb("VmPTE") - pte0;
-    long maps = maps_lines();
+    long rss = bench_status_kb("VmRSS") - rss0, pte = bench_status_kb("VmPTE") - pte0;
+    long maps = bench_maps_lines();
     eco_stats_t st;
     eco_stats(&st);
     printf("# %ld coroutines parked (%s) in %.2f s; %.0f B resident each, %.0f B of page "
