@@ -529,7 +529,7 @@ static eco_t *take_cold(struct eco_stacks *s, struct eco_stk_arena *a)
     return co;
 }
 
-static __attribute__((noinline)) eco_t *get_slow(struct eco_rt *rt, size_t size)
+static eco_t *get_slow(struct eco_rt *rt, size_t size)
 {
     struct eco_stacks *s = &rt->stk;
     struct eco_stk_class *c = find_class(s, size);
@@ -579,7 +579,7 @@ static inline void forget(struct eco_stacks *s, eco_t *co)
 }
 
 /* a has a warm slot again: its class hands out from it first. */
-static __attribute__((noinline)) void warm_link(struct eco_stk_arena *a)
+static void warm_link(struct eco_stk_arena *a)
 {
     struct dl *h = &a->cls->warm;
     dl_insert(&a->wl, h, h->next);
@@ -600,14 +600,14 @@ static void arm(struct eco_rt *rt, long ms);
 static int trim(struct eco_rt *rt, size_t keep_warm, size_t need_free, size_t budget,
                 size_t *idle);
 
-static __attribute__((noinline)) void arm_tick(struct eco_rt *rt)
+static void arm_tick(struct eco_rt *rt)
 {
     arm(rt, TICK_MS);
 }
 
 /* Beyond the pool limit: co's pages go back now, and with pooling off its
  * arena too once empty. */
-static ECO_COLD void give_back(struct eco_rt *rt, eco_t *co)
+static void give_back(struct eco_rt *rt, eco_t *co)
 {
     struct eco_stacks *s = &rt->stk;
     struct eco_stk_arena *a = co->arena;
