@@ -403,8 +403,7 @@ eco_t *eco_create(eco_fn fn, void *arg, const eco_attr_t *attr)
     co->wake = ECO_WAKE_NONE;
     co->queued = 0;
     co->stop = 0;
-    co->timer_set = 0;
-    co->timer_added = 0;
+    co->tslot = 0;
     co->exit_hooks = 0;
     co->fd_holds = 0;
     co->rt = rt;
@@ -562,7 +561,8 @@ static const struct eco_wait_ops join_ops = {
  * but libeco's own idle ones. */
 static int deadlocked(const struct eco_rt *rt)
 {
-    if (rt->alive == 0 || rt->runq_head != NULL || rt->sourced != 0 || rt->timers != 0)
+    if (rt->alive == 0 || rt->runq_head != NULL || rt->sourced != 0 ||
+        eco__timers_pending(rt) != 0)
         return 0;
     int n = event_base_get_num_events(rt->base, EVENT_BASE_COUNT_ADDED | EVENT_BASE_COUNT_ACTIVE |
                                                     EVENT_BASE_COUNT_VIRTUAL);
@@ -773,6 +773,7 @@ void eco_teardown(void)
         eco__stack_unmap(rt, co);
     }
     eco__stacks_fini(rt);
+    eco__timers_fini(rt);
     for (int i = rt->nhooks; i-- > 0;)
         if (rt->hooks[i]->at_teardown != NULL)
             rt->hooks[i]->at_teardown(rt);

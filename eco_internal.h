@@ -4,8 +4,9 @@
  * Who owns what:
  *   eco.c         coroutines, the runtime, the run queue, wake-ups from
  *                 other threads, the subsystem hooks
- *   eco_wait.c    the one way to wait: park, wake, timers, deadlines,
+ *   eco_wait.c    the one way to wait: park, wake, deadlines,
  *                 cancellation, sleep
+ *   eco_timer.c   the timers of parked coroutines
  *   eco_dump.c    what a program sees of its coroutines: eco_foreach,
  *                 eco_dump, the hog watchdog
  *   eco_stack.c   stacks, the record slab, the overflow report
@@ -131,8 +132,6 @@ struct eco {
     unsigned char wake;    /* ECO_WAKE_* once woken, 0 while still parked */
     unsigned char queued;  /* linked by qprev/qnext (eco_socket.c) */
     unsigned char stop;    /* ECO_STOP_* */
-    unsigned char timer_set;   /* timer has been event_assign'ed */
-    unsigned char timer_added; /* timer is in the base */
     /* x86-64: the floating-point control words, saved by the switch next
      * to the line it writes anyway (eco_ctx_x86_64.S). */
     uint32_t mxcsr;
@@ -149,6 +148,7 @@ struct eco {
 #endif
     struct eco_wait *wait; /* while parked in a blocking call */
     int64_t deadline;      /* eco_set_deadline, ns; ECO_NEVER: none */
+    uint32_t tslot;        /* its timer's slot + 1 (eco_timer.c); 0: none */
 
     eco_t *joiner;         /* coroutine parked in eco_join on this one */
     eco_fn fn;
@@ -173,7 +173,6 @@ struct eco {
     void *tsan_fiber;
 #endif
     char name[ECO_NAME_MAX];
-    struct event *timer;   /* storage right after this record, in its slot */
 };
 
 /*
@@ -220,6 +219,29 @@ struct eco_stacks {
     struct event *trim_ev; /* created on first use */
 };
 
+/* ---- the timers of parked coroutines (eco_timer.c) ---- */
+
+/* A pending time in the heap, and the slot that names its coroutine. */
+struct eco_tm_ent {
+    int64_t when;          /* CLOCK_MONOTONIC ns */
+    uint32_t slot;
+};
+struct eco_tm_slot {
+    eco_t *co;
+    uint32_t pos;          /* its entry's index in the heap; while the slot
+                              is free, the next free slot + 1 */
+};
+struct eco_timers {
+    struct eco_tm_ent *heap; /* 4-ary min-heap on when */
+    uint32_t n, cap;
+    struct eco_tm_slot *slots;
+    uint32_t nslots, slots_cap;
+    uint32_t free;         /* first free slot + 1; 0: none */
+    unsigned char ev_added; /* ev is in the base */
+    int64_t ev_when;       /* what ev is armed for */
+    struct event *ev;      /* the runtime's one timer, created on first use */
+};
+
 /* ---- eco_socket.c's state ---- */
 
 /* Fds per chunk of the fd table. */
@@ -261,11 +283,11 @@ struct eco_rt {
     unsigned char runq_added; /* runq_ev is in the base with a timeout */
 
     /* For eco_loop's deadlock check (eco.c): parked waits that something
-     * outside the coroutines can end, coroutine timers in the base, and
-     * all of libeco's own events in the base. */
+     * outside the coroutines can end, and all of libeco's own events in
+     * the base (pending coroutine timers: tm.n). */
     size_t sourced;
-    size_t timers;
     size_t own_events;
+    struct eco_timers tm;  /* eco_timer.c */
 
     struct eco_stacks stk; /* stacks, records and their pool (eco_stack.c) */
     eco_t *all;            /* coroutines not yet freed, for teardown */
@@ -479,6 +501,29 @@ static inline int64_t eco__deadline(long ms)
 {
     return ms < 0 ? ECO_NEVER : eco__now_ns() + (int64_t)ms * 1000000;
 }
+
+/* ---- timers (eco_timer.c) ---- */
+
+/* Sets co's timer to end its wait at `when` (ns), moving it if set.  0, or
+ * -1 with errno (then co has no timer). */
+ECO_HIDDEN int eco__timer_set(struct eco_rt *rt, eco_t *co, int64_t when);
+ECO_HIDDEN void eco__timer_clear_slow(struct eco_rt *rt, eco_t *co);
+/* Takes co's timer out, if it has one. */
+static inline void eco__timer_clear(struct eco_rt *rt, eco_t *co)
+{
+    if (co->tslot != 0)
+        eco__timer_clear_slow(rt, co);
+}
+/* Coroutines whose timer is pending (eco_loop's deadlock check). */
+static inline size_t eco__timers_pending(const struct eco_rt *rt)
+{
+    return rt->tm.n;
+}
+/* Frees the heap and the timer (eco_teardown, before the base goes). */
+ECO_HIDDEN void eco__timers_fini(struct eco_rt *rt);
+/* eco_wait.c: co's timer, set for `when`, has passed (co's timer is
+ * cleared already). */
+ECO_HIDDEN void eco__timer_fired(eco_t *co, int64_t when);
 
 /* Milliseconds left until deadline, rounded up (-1: never). */
 ECO_HIDDEN long eco__ms_left(int64_t deadline);

@@ -186,17 +186,11 @@ static size_t guard_bytes(void)
     return GUARD_BYTES > pg ? round_up(GUARD_BYTES, pg) : pg;
 }
 
-/* Bytes of a record: the coroutine and its timer event, whole cache lines,
- * so the line a wake-up touches is never split. */
+/* Bytes of a record, whole cache lines, so the line a wake-up touches is
+ * never split. */
 static size_t rec_size(void)
 {
-    static atomic_size_t rs;
-    size_t v = atomic_load_explicit(&rs, memory_order_relaxed);
-    if (v == 0) {
-        v = round_up(round_up(sizeof(struct eco), 16) + event_get_struct_event_size(), 64);
-        atomic_store_explicit(&rs, v, memory_order_relaxed);
-    }
-    return v;
+    return round_up(sizeof(struct eco), 64);
 }
 
 static unsigned max_slots(const struct eco_stk_class *c)
@@ -446,7 +440,6 @@ static eco_t *carve(struct eco_stk_arena *a, unsigned i)
     co->arena = a;
     co->stack_lo = a->slots + (size_t)i * a->cls->slot_bytes + guard;
     co->stack_size = a->cls->slot_bytes - guard - color;
-    co->timer = (struct event *)((char *)co + round_up(sizeof(struct eco), 16));
     return co;
 }
 

@@ -16,9 +16,9 @@
  *      (eco__wait_fail).
  *
  * Bounds: the call's own deadline and the coroutine's (eco_set_deadline)
- * share one timer per parked coroutine, armed for the earlier.  Deadlines
- * are CLOCK_MONOTONIC nanoseconds and a wait ends only once its deadline
- * has passed, never before.
+ * share one timer per parked coroutine (eco_timer.c), set for the earlier.
+ * Deadlines are CLOCK_MONOTONIC nanoseconds and a wait ends only once its
+ * deadline has passed, never before.
  *
  * Cancellation (eco_cancel) sets co->stop, which every blocking call checks
  * first, and ends the wait co is parked in, if any: sticky until the
@@ -74,36 +74,6 @@ int eco__stopped(eco_t *co)
 
 /* ---- the timer of a parked coroutine ---- */
 
-static void timer_cb(evutil_socket_t fd, short what, void *arg);
-
-/* Arms co's timer to fire at `when` (ns).  0, or -1 with errno. */
-static int timer_arm(struct eco_rt *rt, eco_t *co, int64_t when)
-{
-    if (!co->timer_set) {
-        event_assign(co->timer, rt->base, -1, 0, timer_cb, co);
-        co->timer_set = 1;
-    }
-    int64_t left = when - eco__now_ns();
-    if (left < 0)
-        left = 0;
-    /* Rounded up to the microsecond: our rounding never makes it early. */
-    int64_t us = (left + 999) / 1000;
-    struct timeval tv = {.tv_sec = (time_t)(us / 1000000), .tv_usec = (suseconds_t)(us % 1000000)};
-    int was = co->timer_added;
-    if (eco__ev_add(rt, co->timer, &tv, &co->timer_added) != 0)
-        return -1;
-    rt->timers += !was;
-    return 0;
-}
-
-static void timer_del(struct eco_rt *rt, eco_t *co)
-{
-    if (co->timer_added) {
-        eco__ev_del(rt, co->timer, &co->timer_added);
-        rt->timers--;
-    }
-}
-
 /* When co's wait must end, and why: the earlier of its own deadline and
  * the coroutine's. */
 static int64_t bound(const eco_t *co, const struct eco_wait *w, int *reason)
@@ -116,27 +86,14 @@ static int64_t bound(const eco_t *co, const struct eco_wait *w, int *reason)
     return w->deadline;
 }
 
-static void timer_cb(evutil_socket_t fd, short what, void *arg)
+void eco__timer_fired(eco_t *co, int64_t when)
 {
-    eco_t *co = arg;
-    struct eco_rt *rt = co->rt;
-    (void)fd;
-    (void)what;
-    /* It fired, so it is out of the base. */
-    co->timer_added = 0;
-    rt->own_events--;
-    rt->timers--;
     if (co->state != ECO_S_PARKED || co->wake != ECO_WAKE_NONE || co->wait == NULL)
-        return; /* woken meanwhile: it deletes nothing, nothing to do */
-    int reason;
-    int64_t when = bound(co, co->wait, &reason);
-    /* libevent's clock may be a coarse one and fire a little early: wait
-     * out the rest. */
-    if (eco__now_ns() < when) {
-        if (timer_arm(rt, co, when) == 0)
-            return;
-        reason = ECO_WAKE_NOMEM;
-    }
+        return; /* woken meanwhile, its wake-up queued */
+    /* The timer was set for bound(): the coroutine's deadline when that
+     * came first (read here from the record, not the parked frame). */
+    int reason = (co->stop & ECO_STOP_DEADLINE) && co->deadline <= when ? ECO_WAKE_DEADLINE
+                                                                         : ECO_WAKE_TIMEOUT;
     eco__end_wait(co, reason, 1);
 }
 
@@ -197,7 +154,7 @@ int eco__park_slow(struct eco_wait *w)
          * run. */
         if (when != ECO_NEVER && when <= eco__now_ns() && w->ops != &sleep_ops)
             reason = why;
-        else if (when != ECO_NEVER && timer_arm(rt, co, when) != 0)
+        else if (when != ECO_NEVER && eco__timer_set(rt, co, when) != 0)
             reason = ECO_WAKE_NOMEM;
     }
     if (reason != ECO_WAKE_NONE && end_early(co, w, reason))
@@ -205,7 +162,7 @@ int eco__park_slow(struct eco_wait *w)
     rt->sourced += w->ops->sourced;
     eco__park_switch(rt, co);
     rt->sourced -= w->ops->sourced;
-    timer_del(rt, co);
+    eco__timer_clear(rt, co);
     co->wait = NULL;
     return co->wake;
 }
@@ -223,7 +180,7 @@ void eco__abandon(eco_t *co)
         if (done && co->wait->ops->abandon != NULL)
             co->wait->ops->abandon(co, co->wait);
     }
-    timer_del(co->rt, co);
+    eco__timer_clear(co->rt, co);
     co->wait = NULL;
 }
 
@@ -275,10 +232,10 @@ int eco_set_deadline(eco_t *co, long ms)
     int reason;
     int64_t when = bound(co, co->wait, &reason);
     if (when == ECO_NEVER)
-        timer_del(rt, co);
+        eco__timer_clear(rt, co);
     else if (when <= eco__now_ns())
         eco__end_wait(co, reason, 0);
-    else if (timer_arm(rt, co, when) != 0)
+    else if (eco__timer_set(rt, co, when) != 0)
         eco__end_wait(co, ECO_WAKE_NOMEM, 0);
     return 0;
 }

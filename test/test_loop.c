@@ -61,6 +61,95 @@ START_TEST(sleep_wakes_in_deadline_order)
 }
 END_TEST
 
+/* Many timers at once, taken out of the middle of the runtime's heap by
+ * cancels and moved earlier by deadlines: every sleeper wakes once its
+ * bound has passed, never before, and those a timer wakes wake in the
+ * order of their bounds. */
+#define MANY 2000
+
+struct many {
+    eco_t *co[MANY];
+    int64_t bound[MANY]; /* a lower bound of when its wait ends, ns */
+    int meddled[MANY];   /* while asleep: 1 cancelled, 2 given a deadline
+                            surely before its sleep ends, 3 one near it */
+    int err[MANY], done[MANY];
+    int64_t woke[MANY];
+    int order[MANY], n_woke;
+};
+static struct many *mt;
+
+static void *many_sleeper(void *arg)
+{
+    int i = (int)(intptr_t)arg;
+    long ms = 20 + (long)((i * 7919u) % 60);
+    mt->bound[i] = now_ns() + ms * 1000000;
+    mt->err[i] = eco_sleep(ms) == 0 ? 0 : errno;
+    mt->woke[i] = now_ns();
+    mt->done[i] = 1;
+    mt->order[mt->n_woke++] = i;
+    return NULL;
+}
+
+static void *many_meddler(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < MANY; i++) {
+        if (mt->done[i])
+            continue;
+        if (i % 3 == 0) {
+            mt->meddled[i] = 1;
+            ck_assert_int_eq(eco_cancel(mt->co[i]), 0);
+        } else if (i % 7 == 0) {
+            int64_t before = now_ns();
+            ck_assert_int_eq(eco_set_deadline(mt->co[i], 1), 0);
+            mt->meddled[i] = now_ns() + 1000000 < mt->bound[i] ? 2 : 3;
+            if (before + 1000000 < mt->bound[i])
+                mt->bound[i] = before + 1000000;
+        }
+    }
+    return NULL;
+}
+
+START_TEST(many_timers_wake_in_order_never_early)
+{
+    mt = calloc(1, sizeof *mt);
+    ck_assert_ptr_nonnull(mt);
+    for (int i = 0; i < MANY; i++) {
+        mt->co[i] = eco_create(many_sleeper, (void *)(intptr_t)i, 0);
+        ck_assert_ptr_nonnull(mt->co[i]);
+        ck_assert_int_eq(eco_resume(mt->co[i]), 0); /* asleep now */
+    }
+    ck_assert_int_eq(eco_go(many_meddler, NULL), 0);
+    ck_assert_int_eq(eco_loop(), 0);
+    ck_assert_int_eq(mt->n_woke, MANY);
+    int64_t last = 0;
+    int timed = 0;
+    for (int k = 0; k < MANY; k++) {
+        int i = mt->order[k];
+        if (mt->meddled[i] == 1) {
+            ck_assert_int_eq(mt->err[i], ECANCELED);
+            continue;
+        }
+        if (mt->meddled[i] == 2)
+            ck_assert_int_eq(mt->err[i], ETIMEDOUT);
+        else if (mt->meddled[i] == 0)
+            ck_assert_int_eq(mt->err[i], 0);
+        ck_assert_msg(mt->woke[i] >= mt->bound[i], "sleeper %d woke %lld ns early", i,
+                      (long long)(mt->bound[i] - mt->woke[i]));
+        /* Timer wake-ups follow the order of their bounds (ours are read a
+         * little before the library's: 1 ms of slack). */
+        ck_assert_msg(mt->bound[i] + 1000000 >= last, "sleeper %d woke out of order", i);
+        if (mt->bound[i] > last)
+            last = mt->bound[i];
+        timed++;
+    }
+    ck_assert_int_gt(timed, MANY / 2);
+    for (int i = 0; i < MANY; i++)
+        ck_assert_int_eq(eco_join(mt->co[i], NULL), 0);
+    free(mt);
+}
+END_TEST
+
 START_TEST(sleep_errors)
 {
     ck_assert_int_eq(eco_sleep(1), -1); /* main stack */
@@ -345,6 +434,7 @@ int main(void)
     Suite *s = suite_create("loop");
     TCase *tc = rt_tcase("runtime");
     tcase_add_test(tc, sleep_wakes_in_deadline_order);
+    tcase_add_test(tc, many_timers_wake_in_order_never_early);
     tcase_add_test(tc, sleep_errors);
     tcase_add_test(tc, sleep_negative_is_einval);
     tcase_add_test(tc, poll_wakes_on_data);
