@@ -150,6 +150,36 @@ START_TEST(many_timers_wake_in_order_never_early)
 }
 END_TEST
 
+/* A crowd of timers comes and goes (the runtime's heap grows, then lets its
+ * arrays go once empty); timers after it still work, in order. */
+static int crowd_done;
+
+static void *crowd_sleeper(void *arg)
+{
+    ck_assert_int_eq(eco_sleep((long)(intptr_t)arg), 0);
+    crowd_done++;
+    return NULL;
+}
+
+START_TEST(timers_after_a_crowd)
+{
+    enum { CROWD = 6000 };
+    crowd_done = 0;
+    for (int i = 0; i < CROWD; i++)
+        ck_assert_int_eq(eco_go(crowd_sleeper, (void *)(intptr_t)(1 + i % 5)), 0);
+    ck_assert_int_eq(eco_loop(), 0);
+    ck_assert_int_eq(crowd_done, CROWD);
+    wake_n = 0;
+    asleep_n = 0;
+    ck_assert_int_eq(eco_go(sleeper, (void *)(intptr_t)30), 0);
+    ck_assert_int_eq(eco_go(sleeper, (void *)(intptr_t)10), 0);
+    ck_assert_int_eq(eco_loop(), 0);
+    ck_assert_int_eq(wake_n, 2);
+    ck_assert_int_eq(wake_order[0], 10);
+    ck_assert_int_eq(wake_order[1], 30);
+}
+END_TEST
+
 START_TEST(sleep_errors)
 {
     ck_assert_int_eq(eco_sleep(1), -1); /* main stack */
@@ -435,6 +465,7 @@ int main(void)
     TCase *tc = rt_tcase("runtime");
     tcase_add_test(tc, sleep_wakes_in_deadline_order);
     tcase_add_test(tc, many_timers_wake_in_order_never_early);
+    tcase_add_test(tc, timers_after_a_crowd);
     tcase_add_test(tc, sleep_errors);
     tcase_add_test(tc, sleep_negative_is_einval);
     tcase_add_test(tc, poll_wakes_on_data);
