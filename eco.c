@@ -208,11 +208,7 @@ static void runq_cb(evutil_socket_t fd, short what, void *arg)
     struct eco_rt *rt = arg;
     (void)fd;
     (void)what;
-    /* A zero timeout that fired is out of the base again. */
-    if (rt->runq_added) {
-        rt->runq_added = 0;
-        rt->own_events--;
-    }
+    eco__ev_fired(rt, &rt->runq_added); /* a zero timeout that fired */
     /* runq_armed stays set while draining: coroutines queued meanwhile are
      * picked up by this loop, with no event_active each.  The budget is
      * shared with eco__park_switch's hand-overs. */

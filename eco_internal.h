@@ -475,6 +475,15 @@ ECO_HIDDEN void eco__remote_await(eco_t *co);
 ECO_HIDDEN int eco__ev_add(struct eco_rt *rt, struct event *ev, const struct timeval *tv,
                            unsigned char *added);
 ECO_HIDDEN void eco__ev_del(struct eco_rt *rt, struct event *ev, unsigned char *added);
+/* A timeout of libeco's own (no fd, not persistent) has fired: libevent
+ * took it out of the base.  Called first thing in its callback. */
+static inline void eco__ev_fired(struct eco_rt *rt, unsigned char *added)
+{
+    if (*added) {
+        *added = 0;
+        rt->own_events--;
+    }
+}
 
 /* ---- waiting (eco_wait.c) ---- */
 

@@ -790,9 +790,7 @@ static void trim_cb(evutil_socket_t fd, short what, void *arg)
     struct eco_stacks *s = &rt->stk;
     (void)fd;
     (void)what;
-    /* It fired: out of the base. */
-    s->armed = 0;
-    rt->own_events--;
+    eco__ev_fired(rt, &s->armed);
     /* Requests of other threads may name records this tick unmaps: their
      * coroutines were alive when asked, so acting first is safe. */
     eco__remote_drain(rt);

@@ -156,9 +156,7 @@ static void fire_cb(evutil_socket_t fd, short what, void *arg)
     struct eco_timers *t = &rt->tm;
     (void)fd;
     (void)what;
-    /* It fired, so it is out of the base. */
-    t->ev_added = 0;
-    rt->own_events--;
+    eco__ev_fired(rt, &t->ev_added);
     int64_t now = eco__now_ns();
     while (t->n > 0 && t->heap[0].when <= now) {
         struct eco_tm_ent e = t->heap[0];
