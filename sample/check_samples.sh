@@ -17,19 +17,25 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 
 # start NAME args...: runs a server, waits for its "listening ... port N"
 # line and sets PORT.
+STARTS=0
 start() {
     name=$1; shift
-    $EMU "$BIN/$name" "$@" >"$TMP/$name.out" 2>&1 &
+    # A file of its own per start: the background job creates it only when
+    # it runs, and a file of an earlier start under the same name would
+    # show that server's line (and port) meanwhile.
+    STARTS=$((STARTS + 1))
+    outf="$TMP/$name.$STARTS.out"
+    $EMU "$BIN/$name" "$@" >"$outf" 2>&1 &
     PIDS="$PIDS $!"
     i=0
     # Until that line is whole: a newline is the last byte written.
-    while ! grep -q 'listening' "$TMP/$name.out" || [ -n "$(tail -c 1 "$TMP/$name.out")" ]; do
+    while ! grep -q 'listening' "$outf" 2>/dev/null || [ -n "$(tail -c 1 "$outf")" ]; do
         i=$((i + 1))
-        [ $i -le 200 ] || fail "$name did not start: $(cat "$TMP/$name.out")"
+        [ $i -le 200 ] || fail "$name did not start: $(cat "$outf" 2>/dev/null)"
         sleep 0.05
     done
-    PORT=$(sed -n 's/.*listening on [^ ]* port \([0-9]*\).*/\1/p' "$TMP/$name.out")
-    [ -n "$PORT" ] || fail "no port in: $(cat "$TMP/$name.out")"
+    PORT=$(sed -n 's/.*listening on [^ ]* port \([0-9]*\).*/\1/p' "$outf")
+    [ -n "$PORT" ] || fail "no port in: $(cat "$outf")"
 }
 
 client() { # port conns size
