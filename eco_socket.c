@@ -454,8 +454,9 @@ static __attribute__((noinline)) void pass_on(struct dir *d, int now)
 
 /* The lines a wake-up of d's head is about to need, loaded in parallel:
  * its record's two (state and links, saved registers) and its stack's.
- * Without it echo_server used 1.024x the CPU per round trip at N = 1024
- * (bench/ab_socket.sh, 16 rounds; BENCHMARKS.md, Tricks). */
+ * Without it echo_server used 1.024x the CPU per round trip at N = 1024 on
+ * one machine and tcp_proxy 1.050x on another (bench/ab_socket.sh, 16
+ * rounds; BENCHMARKS.md, Tricks). */
 ECO_INLINE void prefetch_head(const struct dir *d)
 {
     const char *w = (const char *)d->io.head;
