@@ -83,23 +83,31 @@ struct pollnode;
 
 /*
  * The first cache line holds all a call and a wake-up touch when nobody
- * times out or locks; the read event starts on the third.  At a thousand
- * connections every line a round trip touches per connection is a cache
- * miss, so the entry is laid out for that: one line of its own, plus the
- * event's two that libevent touches anyway.
+ * times out or locks.  At a thousand connections every line a round trip
+ * touches per connection is a cache miss, so the entry is laid out for
+ * that: one line of its own, then the read event's two, which libevent
+ * touches before rd_cb runs.  Entries are 128-byte aligned, so the first
+ * line and the event's first share the 128-byte pair the CPU's adjacent
+ * line prefetcher loads together: echo_server at N = 1024 used 0.984x the
+ * CPU per round trip with the event there instead of after the cold part
+ * (bench/ab_socket.sh against the build before, three runs: 0.980, 0.991,
+ * 0.984; proxy and N = 64 even; BENCHMARKS.md, Tricks).
  */
+#define RD_EV_SPACE 128 /* libevent 2.1's struct event; a bigger one goes after */
+
 struct fdstate {
     struct dir d[2];
     unsigned gen;          /* bumped when the fd is closed: parked calls see it */
     unsigned char open;    /* checked and made nonblocking since the last close */
     unsigned char stream;  /* short transfers say drained / full */
     unsigned char sock;    /* a socket: writes use MSG_NOSIGNAL */
+    _Alignas(64) unsigned char rd_ev[RD_EV_SPACE];
     _Alignas(64) struct eco_rt *rt;
     int fd;
     struct dir_cold c[2];
     struct pollnode *pollers; /* eco_poll calls watching this fd */
 };
-_Static_assert(offsetof(struct fdstate, rt) == 64, "the hot part is one cache line");
+_Static_assert(offsetof(struct fdstate, rd_ev) == 64, "the hot part is one cache line");
 
 /* One blocking call in progress. */
 struct call {
@@ -351,11 +359,12 @@ static struct fdstate *fd_slot(struct eco_rt *rt, int fd)
         errno = EBADF;
         return NULL;
     }
-    /* Cache-line aligned, each event on lines of its own. */
+    /* Each event on lines of its own; entries 128-byte aligned (above). */
     size_t head = (sizeof(struct fdstate) + 63) & ~(size_t)63;
     size_t evsize = (event_get_struct_event_size() + 63) & ~(size_t)63;
+    int rd_inside = evsize <= RD_EV_SPACE;
     if (rt->fds.entry == 0)
-        rt->fds.entry = head + 2 * evsize;
+        rt->fds.entry = (head + (rd_inside ? 1 : 2) * evsize + 127) & ~(size_t)127;
     size_t i = (size_t)fd / ECO_FD_CHUNK;
     if (chunks_reach(rt, i) < 0)
         return NULL;
@@ -374,8 +383,8 @@ static struct fdstate *fd_slot(struct eco_rt *rt, int fd)
     if (f->rt == NULL) {
         f->rt = rt;
         f->fd = fd;
-        f->c[RD].ev = (struct event *)((char *)f + head);
-        f->c[WR].ev = (struct event *)((char *)f + head + evsize);
+        f->c[RD].ev = rd_inside ? (struct event *)f->rd_ev : (struct event *)((char *)f + head);
+        f->c[WR].ev = (struct event *)((char *)f + head + (rd_inside ? 0 : evsize));
         dir_reset(f, RD);
         dir_reset(f, WR);
     }
