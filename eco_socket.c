@@ -88,10 +88,10 @@ struct pollnode;
  * that: one line of its own, then the read event's two, which libevent
  * touches before rd_cb runs.  Entries are 128-byte aligned, so the first
  * line and the event's first share the 128-byte pair the CPU's adjacent
- * line prefetcher loads together: echo_server at N = 1024 used 0.984x the
+ * line prefetcher loads together: echo_server at N = 1024 used 0.988x the
  * CPU per round trip with the event there instead of after the cold part
- * (bench/ab_socket.sh against the build before, three runs: 0.980, 0.991,
- * 0.984; proxy and N = 64 even; BENCHMARKS.md, Tricks).
+ * (bench/ab_socket.sh against the build before, median of four runs,
+ * 0.980-0.992; proxy and N = 64 even; BENCHMARKS.md, Tricks).
  */
 #define RD_EV_SPACE 128 /* libevent 2.1's struct event; a bigger one goes after */
 
