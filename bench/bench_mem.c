@@ -29,19 +29,6 @@ static long n_co, parked, sleep_ms;
 static long rss_kb, pte_kb, maps_lines;
 static double t_start, t_parked;
 
-static long count_lines(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    long lines = 0;
-    int c;
-    if (f == NULL)
-        return -1;
-    while ((c = getc(f)) != EOF)
-        lines += c == '\n';
-    fclose(f);
-    return lines;
-}
-
 static long read_long(const char *path)
 {
     FILE *f = fopen(path, "r");
@@ -72,7 +59,7 @@ static void check_cb(evutil_socket_t fd, short what, void *arg)
     t_parked = bench_now_ns();
     rss_kb = bench_status_kb("VmRSS");
     pte_kb = bench_status_kb("VmPTE");
-    maps_lines = count_lines("/proc/self/maps");
+    maps_lines = bench_maps_lines();
     event_base_loopbreak(base);
 }
 
@@ -93,7 +80,7 @@ int main(int argc, char **argv)
     }
 
     long rss0 = bench_status_kb("VmRSS"), pte0 = bench_status_kb("VmPTE");
-    long maps0 = count_lines("/proc/self/maps");
+    long maps0 = bench_maps_lines();
     t_start = bench_now_ns();
     for (long i = 0; i < n_co; i++) {
         if (eco_go(sleeper, NULL) != 0) {

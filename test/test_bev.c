@@ -535,12 +535,19 @@ static void *user_gets_the_rest_body(void *arg)
     return NULL;
 }
 
-START_TEST(user_callbacks_get_the_rest)
+/* Runs body with the user's callbacks installed on bev, counts zeroed;
+ * body gets the callbacks' argument. */
+static void run_with_user_callbacks(eco_fn body)
 {
     int tag;
     user_reads = user_writes = user_events = 0;
     bufferevent_setcb(bev, user_read, user_write, user_event, &tag);
-    run(user_gets_the_rest_body, &tag);
+    run(body, &tag);
+}
+
+START_TEST(user_callbacks_get_the_rest)
+{
+    run_with_user_callbacks(user_gets_the_rest_body);
 }
 END_TEST
 
@@ -593,10 +600,7 @@ static void *first_leaves_body(void *arg)
 
 START_TEST(first_wait_leaves_first)
 {
-    int tag;
-    user_reads = user_writes = user_events = 0;
-    bufferevent_setcb(bev, user_read, user_write, user_event, &tag);
-    run(first_leaves_body, &tag);
+    run_with_user_callbacks(first_leaves_body);
 }
 END_TEST
 
