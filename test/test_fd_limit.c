@@ -25,6 +25,30 @@ static pid_t echo_pid = -1, proxy_pid = -1;
 static int err_fd = -1;
 static char err_path[64];
 
+/* Copies the server's stderr (the file err_fd) to ours. */
+static void show_server_log(void)
+{
+    char buf[4096];
+    ssize_t n;
+    for (off_t off = 0; (n = pread(err_fd, buf, sizeof buf, off)) > 0; off += n)
+        if (write(STDERR_FILENO, buf, (size_t)n) < 0)
+            break;
+}
+
+/* About to time out: the servers dump their coroutines, and their logs. */
+static void hang_hook(void)
+{
+    static const char msg[] = "*** the servers' coroutines and log:\n";
+    if (write(STDERR_FILENO, msg, sizeof msg - 1) < 0)
+        return;
+    if (proxy_pid > 0)
+        kill(proxy_pid, SIGQUIT);
+    if (echo_pid > 0)
+        kill(echo_pid, SIGQUIT);
+    usleep(500000); /* time to write: the process is about to be killed anyway */
+    show_server_log();
+}
+
 static void up(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -33,18 +57,25 @@ static void up(void)
     err_fd = mkstemp(err_path);
     ck_assert_int_ge(err_fd, 0);
     ck_assert_int_eq(eco_setup(NULL), 0);
+    hang_report_after(110, hang_hook); /* the tcase's timeout is 120 s */
 }
 
 static void down(void)
 {
+    alarm(0);
     eco_teardown();
-    stop_pid(&proxy_pid, SIGTERM);
-    stop_pid(&echo_pid, SIGTERM);
+    pid_t proxy = proxy_pid, echo = echo_pid;
+    int stopped = stop_pid_within(&proxy_pid, SIGTERM) == 0;
+    stopped &= stop_pid_within(&echo_pid, SIGTERM) == 0;
+    if (!stopped)
+        show_server_log();
     if (err_fd >= 0) {
         close(err_fd);
         unlink(err_path);
         err_fd = -1;
     }
+    ck_assert_msg(stopped, "a server did not stop on SIGTERM (proxy %d, echo %d)", (int)proxy,
+                  (int)echo);
 }
 
 static long long now_ms(void)

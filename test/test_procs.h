@@ -7,10 +7,12 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -102,13 +104,59 @@ static inline pid_t redis_start(int port)
     return -1;
 }
 
-static inline void stop_pid(pid_t *pid, int sig)
+/* Waits at most ms for child pid to exit and reaps it: 1 if it did, 0 if
+ * not.  Waits on a pidfd where the kernel (or qemu) has one. */
+static inline int reap_within(pid_t pid, long ms)
 {
+    int pfd = -1;
+#ifdef SYS_pidfd_open
+    pfd = (int)syscall(SYS_pidfd_open, pid, 0);
+#endif
+    if (pfd >= 0) {
+        struct pollfd p = {.fd = pfd, .events = POLLIN};
+        poll(&p, 1, (int)ms);
+        close(pfd);
+        return waitpid(pid, NULL, WNOHANG) == pid;
+    }
+    for (long i = 0; i <= ms / 10; i++) {
+        if (waitpid(pid, NULL, WNOHANG) == pid)
+            return 1;
+        usleep(10000);
+    }
+    return 0;
+}
+
+/* Sends sig to a child and reaps it: 0 if it exited within 30 s (300
+ * under the slow tools).  Otherwise a server that ignores its stop would
+ * hang the suite until Check kills it without a word, so it is asked for
+ * its coroutines (SIGQUIT: the samples dump them to their stderr), killed,
+ * and -1 is returned. */
+static inline int stop_pid_within(pid_t *pid, int sig)
+{
+    int ok = 1;
     if (*pid > 0) {
         kill(*pid, sig);
-        waitpid(*pid, NULL, 0);
+        if (!reap_within(*pid, slack(30000))) {
+            fprintf(stderr, "pid %d still runs %ld s after signal %d: SIGQUIT, SIGKILL\n",
+                    (int)*pid, slack(30000) / 1000, sig);
+            kill(*pid, SIGQUIT);
+            if (!reap_within(*pid, 2000)) {
+                kill(*pid, SIGKILL);
+                waitpid(*pid, NULL, 0);
+            }
+            ok = 0;
+        }
         *pid = -1;
     }
+    return ok ? 0 : -1;
+}
+
+/* The same, failing the test when the child had to be killed. */
+static inline void stop_pid(pid_t *pid, int sig)
+{
+    pid_t was = *pid;
+    ck_assert_msg(stop_pid_within(pid, sig) == 0, "pid %d did not stop on signal %d", (int)was,
+                  sig);
 }
 
 /* Runs a sample binary with argv (argv[0] its path) and returns once its

@@ -3,10 +3,12 @@
 #define TEST_UTIL_H
 
 #include <check.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "eco.h"
 
@@ -74,6 +76,39 @@ static inline void need_fds(rlim_t n)
     }
     ck_assert_msg(rl.rlim_cur >= n, "need %lu fds, have %lu", (unsigned long)n,
                   (unsigned long)rl.rlim_cur);
+}
+
+/* Check kills a test that overruns its timeout without a word about where
+ * it stood.  hang_report_after(secs, hook) arms an alarm for secs seconds
+ * (scaled by CK_TIMEOUT_MULTIPLIER, as Check scales its timeouts) that
+ * writes what every coroutine of the thread waits on (eco_dump) to stderr,
+ * then calls hook (may be NULL), e.g. to ask a server for its own dump.
+ * Best effort from a signal handler: eco_dump is not async-signal-safe,
+ * but the loop it interrupts is stuck, and the process is about to die. */
+static inline void (**hang_hook_(void))(void)
+{
+    static void (*hook)(void);
+    return &hook;
+}
+
+static inline void hang_report_(int sig)
+{
+    static const char msg[] = "\n*** the test is about to time out; its coroutines:\n";
+    (void)sig;
+    if (write(STDERR_FILENO, msg, sizeof msg - 1) < 0)
+        return;
+    eco_dump(STDERR_FILENO);
+    if (*hang_hook_() != NULL)
+        (*hang_hook_())();
+}
+
+static inline void hang_report_after(unsigned secs, void (*hook)(void))
+{
+    const char *m = getenv("CK_TIMEOUT_MULTIPLIER");
+    unsigned mult = m != NULL && atoi(m) > 0 ? (unsigned)atoi(m) : 1;
+    *hang_hook_() = hook;
+    signal(SIGALRM, hang_report_);
+    alarm(secs * mult);
 }
 
 #endif
