@@ -70,7 +70,7 @@ static void free_co(struct eco_rt *rt, eco_t *co)
         co->all_next->all_prev = co->all_prev;
     co->id = 0;
 #if defined(ECO_WITH_TSAN)
-    __tsan_destroy_fiber(co->tsan_fiber);
+    eco__tsan_fiber_free(co->tsan_fiber);
 #endif
     eco__stack_put(rt, co);
 }
@@ -127,6 +127,9 @@ static void co_main(eco_t *co)
     struct eco_rt *rt = co->rt;
 #if defined(ECO_WITH_ASAN)
     eco__asan_arrived(rt, NULL);
+#endif
+#if defined(ECO_WITH_TSAN)
+    eco__tsan_arrived(rt);
 #endif
     co->retval = co->fn(co->arg);
     if (ECO_UNLIKELY(co->exit_hooks != 0)) {
@@ -428,7 +431,7 @@ eco_t *eco_create(eco_fn fn, void *arg, const eco_attr_t *attr)
     co->asan_size = co->stack_size;
 #endif
 #if defined(ECO_WITH_TSAN)
-    co->tsan_fiber = __tsan_create_fiber(0);
+    co->tsan_fiber = eco__tsan_fiber_new();
     if (name != NULL)
         __tsan_set_fiber_name(co->tsan_fiber, co->name);
 #endif
@@ -764,7 +767,7 @@ void eco_teardown(void)
         eco_t *co = rt->all;
         rt->all = co->all_next;
 #if defined(ECO_WITH_TSAN)
-        __tsan_destroy_fiber(co->tsan_fiber);
+        eco__tsan_fiber_free(co->tsan_fiber);
 #endif
         eco__stack_unmap(rt, co);
     }

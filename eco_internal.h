@@ -43,6 +43,7 @@ struct event_base;
 #endif
 #if defined(ECO_WITH_TSAN)
 #include <sanitizer/tsan_interface.h>
+#include <signal.h>
 #endif
 
 /*
@@ -298,6 +299,9 @@ struct eco_rt {
 #if defined(ECO_WITH_ASAN)
     eco_t *switch_from;    /* who switched last, for ASan's bookkeeping */
 #endif
+#if defined(ECO_WITH_TSAN)
+    sigset_t switch_mask;  /* the thread's signal mask across a switch */
+#endif
     /* Requests from other threads: a locked list and an eventfd watched by
      * notify_ev, written once per burst. */
     pthread_mutex_t remote_lock;
@@ -356,6 +360,53 @@ ECO_HIDDEN int eco__yield_slow(void);
 ECO_HIDDEN void eco__asan_arrived(struct eco_rt *rt, void *fake);
 #endif
 
+#if defined(ECO_WITH_TSAN)
+/*
+ * ThreadSanitizer keeps a signal that arrives outside a libc call for the
+ * next intercepted call of the fiber that was running, and drops one that
+ * arrives while a fiber is being destroyed.  A signal that came in the
+ * middle of a switch would stay with a coroutine that may never run again
+ * (finished, or parked for good: a server deaf to its SIGTERM).  So fibers
+ * are switched, made and destroyed with signals blocked; the unblocking
+ * call, made by the fiber that goes on, delivers what came meanwhile, and
+ * the blocking call what the fiber left already held.
+ */
+static inline void eco__tsan_block(sigset_t *old)
+{
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, old);
+}
+
+static inline void eco__tsan_unblock(const sigset_t *old)
+{
+    pthread_sigmask(SIG_SETMASK, old, NULL);
+}
+
+/* Both sides of a switch: the mask goes across in the runtime. */
+static inline void eco__tsan_arrived(struct eco_rt *rt)
+{
+    eco__tsan_unblock(&rt->switch_mask);
+}
+
+static inline void *eco__tsan_fiber_new(void)
+{
+    sigset_t mask;
+    eco__tsan_block(&mask);
+    void *fiber = __tsan_create_fiber(0);
+    eco__tsan_unblock(&mask);
+    return fiber;
+}
+
+static inline void eco__tsan_fiber_free(void *fiber)
+{
+    sigset_t mask;
+    eco__tsan_block(&mask);
+    __tsan_destroy_fiber(fiber);
+    eco__tsan_unblock(&mask);
+}
+#endif
+
 /* A switch through sw (eco_ctx_switch or eco_ctx_switch_ret) with the
  * sanitizers told. */
 static inline __attribute__((always_inline)) void
@@ -370,11 +421,15 @@ eco__switch_via(struct eco_rt *rt, eco_t *from, eco_t *to, int (*sw)(eco_t *, ec
                                    to->asan_size);
 #endif
 #if defined(ECO_WITH_TSAN)
+    eco__tsan_block(&rt->switch_mask);
     __tsan_switch_to_fiber(to->tsan_fiber, 0);
 #endif
     sw(from, to);
 #if defined(ECO_WITH_ASAN)
     eco__asan_arrived(rt, fake);
+#endif
+#if defined(ECO_WITH_TSAN)
+    eco__tsan_arrived(rt);
 #endif
 }
 

@@ -3,8 +3,12 @@
 #include <errno.h>
 #include <fenv.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "test_util.h"
 
@@ -597,6 +601,104 @@ START_TEST(names_and_ids)
 }
 END_TEST
 
+/* ---- signals and switches ---- */
+
+/* A signal that arrives while a coroutine runs is handled by the time the
+ * coroutine has switched away, and switches leave the thread's signal mask
+ * as it was.  (ThreadSanitizer holds a signal that arrives outside a libc
+ * call for the next one of the same coroutine; the TSan build blocks
+ * signals across each switch so that none stays with a coroutine that
+ * never runs again.) */
+static volatile sig_atomic_t usr1_handled;
+static atomic_int usr1_stage; /* 1: the coroutine runs; 2: the signal is sent */
+static pid_t usr1_tid;
+
+static void on_usr1(int sig)
+{
+    (void)sig;
+    usr1_handled = 1;
+}
+
+static void *send_usr1(void *arg)
+{
+    (void)arg;
+    while (atomic_load(&usr1_stage) != 1)
+        sched_yield();
+    /* As if from another process (SI_QUEUE): ThreadSanitizer handles a
+     * pthread_kill from its own process at once. */
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    si.si_signo = SIGUSR1;
+    si.si_code = SI_QUEUE;
+    si.si_pid = getpid();
+    si.si_uid = getuid();
+    syscall(SYS_rt_tgsigqueueinfo, getpid(), usr1_tid, SIGUSR1, &si);
+    atomic_store(&usr1_stage, 2);
+    return NULL;
+}
+
+/* Whether SIGUSR1 waits for this thread, asked of the kernel directly (a
+ * libc call would let ThreadSanitizer deliver it). */
+static int usr1_pending(void)
+{
+    uint64_t set = 0;
+    syscall(SYS_rt_sigpending, &set, sizeof set);
+    return (int)((set >> (SIGUSR1 - 1)) & 1);
+}
+
+static int blocked(int sig)
+{
+    sigset_t now;
+    pthread_sigmask(SIG_BLOCK, NULL, &now);
+    return sigismember(&now, sig);
+}
+
+static void *signalled_body(void *arg)
+{
+    (void)arg;
+    atomic_store(&usr1_stage, 1);
+    while (atomic_load(&usr1_stage) != 2)
+        ;
+    for (long i = 0; i < 1000000 && usr1_pending(); i++)
+        ;
+    ck_assert_int_eq(eco_yield(), 0);
+    /* A mask the coroutine sets is the thread's, across its switches. */
+    sigset_t usr2;
+    sigemptyset(&usr2);
+    sigaddset(&usr2, SIGUSR2);
+    pthread_sigmask(SIG_BLOCK, &usr2, NULL);
+    ck_assert_int_eq(eco_yield(), 0);
+    ck_assert(blocked(SIGUSR2));
+    pthread_sigmask(SIG_UNBLOCK, &usr2, NULL);
+    return NULL;
+}
+
+START_TEST(signals_across_switches)
+{
+    struct sigaction sa = {.sa_handler = on_usr1};
+    sigemptyset(&sa.sa_mask);
+    ck_assert_int_eq(sigaction(SIGUSR1, &sa, NULL), 0);
+    usr1_handled = 0;
+    atomic_store(&usr1_stage, 0);
+    usr1_tid = (pid_t)syscall(SYS_gettid);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, send_usr1, NULL), 0);
+    eco_t *co = eco_create(signalled_body, NULL, NULL);
+    ck_assert_ptr_nonnull(co);
+    ck_assert(!blocked(SIGUSR1) && !blocked(SIGUSR2));
+    ck_assert_int_eq(eco_resume(co), 0); /* back from its first yield */
+    ck_assert_int_eq(usr1_handled, 1);
+    ck_assert(!blocked(SIGUSR1) && !blocked(SIGUSR2));
+    ck_assert_int_eq(eco_resume(co), 0); /* it blocked SIGUSR2 */
+    ck_assert(blocked(SIGUSR2));
+    ck_assert(!blocked(SIGUSR1));
+    ck_assert_int_eq(eco_resume(co), 0);
+    ck_assert_int_eq(eco_join(co, NULL), 0);
+    ck_assert(!blocked(SIGUSR1) && !blocked(SIGUSR2));
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("coro");
@@ -617,6 +719,7 @@ int main(void)
     tcase_add_test(tc, go_starts_in_order);
     tcase_add_test(tc, yield_in_loop_takes_turns);
     tcase_add_test(tc, names_and_ids);
+    tcase_add_test(tc, signals_across_switches);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
