@@ -559,6 +559,10 @@ static inline int64_t eco__coarse_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* The same, out of line: the clock's timespec stays out of the frames of
+ * the blocking calls, which their coroutine touches again when resumed. */
+ECO_HIDDEN int64_t eco__coarse_ns_call(void);
+
 /* The deadline of a call bounded by ms milliseconds from now (ms < 0: no
  * bound).  It passes once ms milliseconds have fully gone by. */
 static inline int64_t eco__deadline(long ms)
@@ -629,13 +633,16 @@ static inline __attribute__((always_inline)) int eco__park(struct eco_wait *w)
      * saves one per hand-over (chan_bench pingpong: 0.90x the time, see
      * BENCHMARKS.md, Tricks).  eco_dump may count a long run before the
      * park as waiting. */
-    w->since = co->by_loop ? rt->resumed_ns : eco__coarse_ns();
+    w->since = co->by_loop ? rt->resumed_ns : eco__coarse_ns_call();
     if (ECO_UNLIKELY(w->deadline != ECO_NEVER || co->stop != 0 || rt->runq_head != NULL ||
                      !rt->notify_added))
         return eco__park_slow(w);
-    rt->sourced += w->ops->sourced;
+    /* Folded to a constant: the resumed coroutine does not read it back
+     * from w, a line of its frame it need not touch again. */
+    unsigned char sourced = w->ops->sourced;
+    rt->sourced += sourced;
     eco__switch_back(rt, co);
-    rt->sourced -= w->ops->sourced;
+    rt->sourced -= sourced;
     co->wait = NULL;
     return co->wake;
 }

@@ -72,6 +72,11 @@ int eco__stopped(eco_t *co)
     return 0;
 }
 
+int64_t eco__coarse_ns_call(void)
+{
+    return eco__coarse_ns();
+}
+
 /* ---- the timer of a parked coroutine ---- */
 
 /* When co's wait must end, and why: the earlier of its own deadline and
