@@ -383,7 +383,8 @@ static inline void eco__tsan_unblock(const sigset_t *old)
     pthread_sigmask(SIG_SETMASK, old, NULL);
 }
 
-/* Both sides of a switch: the mask goes across in the runtime. */
+/* The side switched to lets signals in again: the mask the side that
+ * left had, kept in the runtime. */
 static inline void eco__tsan_arrived(struct eco_rt *rt)
 {
     eco__tsan_unblock(&rt->switch_mask);

@@ -5,6 +5,7 @@
 #define TEST_PROCS_H
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -113,8 +114,12 @@ static inline int reap_within(pid_t pid, long ms)
     pfd = (int)syscall(SYS_pidfd_open, pid, 0);
 #endif
     if (pfd >= 0) {
+        int64_t end = now_ns() + (int64_t)ms * 1000000;
         struct pollfd p = {.fd = pfd, .events = POLLIN};
-        poll(&p, 1, (int)ms);
+        int64_t left;
+        while ((left = end - now_ns()) > 0 && poll(&p, 1, (int)(left / 1000000) + 1) < 0 &&
+               errno == EINTR)
+            ;
         close(pfd);
         return waitpid(pid, NULL, WNOHANG) == pid;
     }
