@@ -131,19 +131,20 @@ static inline int reap_within(pid_t pid, long ms)
     return 0;
 }
 
-/* Sends sig to a child and reaps it: 0 if it exited within 30 s (300
- * under the slow tools).  Otherwise a server that ignores its stop would
- * hang the suite until Check kills it without a word, so it is asked for
- * its coroutines (SIGQUIT: the samples dump them to their stderr), killed,
- * and -1 is returned. */
+/* Sends sig to a child and reaps it: 0 if it exited within 10 s (40 under
+ * the slow tools: well inside the suites' timeouts).  Otherwise a server
+ * that ignores its stop would hang the suite until Check kills it without
+ * a word, so it is asked for its coroutines (SIGQUIT: the samples dump
+ * them to their stderr), killed, and -1 is returned. */
 static inline int stop_pid_within(pid_t *pid, int sig)
 {
     int ok = 1;
     if (*pid > 0) {
+        long ms = slack(1000) > 1000 ? 40000 : 10000;
         kill(*pid, sig);
-        if (!reap_within(*pid, slack(30000))) {
+        if (!reap_within(*pid, ms)) {
             fprintf(stderr, "pid %d still runs %ld s after signal %d: SIGQUIT, SIGKILL\n",
-                    (int)*pid, slack(30000) / 1000, sig);
+                    (int)*pid, ms / 1000, sig);
             kill(*pid, SIGQUIT);
             if (!reap_within(*pid, 2000)) {
                 kill(*pid, SIGKILL);
