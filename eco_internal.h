@@ -638,12 +638,9 @@ static inline __attribute__((always_inline)) int eco__park(struct eco_wait *w)
     if (ECO_UNLIKELY(w->deadline != ECO_NEVER || co->stop != 0 || rt->runq_head != NULL ||
                      !rt->notify_added))
         return eco__park_slow(w);
-    /* Folded to a constant: the resumed coroutine does not read it back
-     * from w, a line of its frame it need not touch again. */
-    unsigned char sourced = w->ops->sourced;
-    rt->sourced += sourced;
+    rt->sourced += w->ops->sourced;
     eco__switch_back(rt, co);
-    rt->sourced -= sourced;
+    rt->sourced -= w->ops->sourced;
     co->wait = NULL;
     return co->wake;
 }
