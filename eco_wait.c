@@ -273,7 +273,9 @@ int eco_sleep(long ms)
     }
     if (ms == 0)
         return eco__yield_to_loop(co->rt, co);
-    struct eco_wait w = {.ops = &sleep_ops, .deadline = eco__deadline(ms)};
-    int why = eco__park(&w);
+    struct eco_wait *w = &co->sleep_wait;
+    w->ops = &sleep_ops;
+    w->deadline = eco__deadline(ms);
+    int why = eco__park(w);
     return why == ECO_WAKE_TIMEOUT ? 0 : eco__wait_fail(why);
 }
