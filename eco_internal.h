@@ -110,7 +110,8 @@ struct eco_wait_ops {
 
 /*
  * The wait record: one per blocking call in progress, in the parked
- * coroutine's own frame (co->wait points to it while it is parked).  The
+ * coroutine's own frame (eco_sleep's in its record, co->sleep_wait; co->wait
+ * points to it while it is parked).  The
  * kind's fields (an fd, a channel) live around it, in a struct of the
  * kind's own that starts with this one.
  */
@@ -154,7 +155,7 @@ struct eco {
      * than in its frame: a sleeper is all in its record, so eco_teardown
      * reaches a million of them without touching their stacks, whose pages
      * may be cold or dear to fault back in (1,000,000 asleep on a VM with
-     * shadow page tables: 2.3-9.6 s, now 0.6; BENCHMARKS.md). */
+     * shadow page tables: 2.0-9.6 s, now 0.5; BENCHMARKS.md). */
     struct eco_wait sleep_wait;
 
     eco_t *joiner;         /* coroutine parked in eco_join on this one */

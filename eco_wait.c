@@ -5,7 +5,8 @@
  * locks, channel operations, join - waits the same way:
  *
  *   1. it fills a wait record in its own frame (struct eco_wait: its kind's
- *      ops, its own deadline) and makes itself findable by whoever will
+ *      ops, its own deadline; eco_sleep's, which has nothing else, in the
+ *      coroutine's record) and makes itself findable by whoever will
  *      complete it (an fd's queue, a channel's queue, a joined coroutine);
  *   2. eco__park switches away; the record is reachable as co->wait;
  *   3. it is woken exactly once, by eco__wake with a reason:
