@@ -553,6 +553,40 @@ START_TEST(teardown_unpoisons_abandoned_stacks)
 }
 END_TEST
 
+/* ---- teardown: sleepers are abandoned from their records alone ---- */
+
+static void *sleeper_body(void *arg)
+{
+    /* Its frame (on the stack itself, where a local might be on ASan's
+     * fake stack), near the top and above eco_sleep's frame. */
+    *(uintptr_t *)arg = (uintptr_t)__builtin_frame_address(0);
+    eco_sleep(60 * 1000);
+    return NULL;
+}
+
+/* A million sleepers' stacks may be cold (or dear to fault in, on a VM),
+ * so eco_teardown must let them go without reading their frames: made
+ * unreadable, they would fault it. */
+START_TEST(teardown_leaves_sleepers_stacks_alone)
+{
+    enum { N = 3 };
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+    for (int i = 0; i < N; i++) {
+        uintptr_t at = 0;
+        eco_t *co = eco_create(sleeper_body, &at, NULL);
+        ck_assert_ptr_nonnull(co);
+        ck_assert_int_eq(eco_resume(co), 0); /* runs to its sleep and parks */
+        ck_assert(at != 0);
+        /* Its frame's page and the three below it: the frames of the body,
+         * eco_sleep and the switch, all well inside the stack. */
+        char *page = (char *)(at & ~(uintptr_t)(pg - 1));
+        ck_assert_int_eq(mprotect(page - 3 * pg, 4 * pg, PROT_NONE), 0);
+    }
+    eco_teardown(); /* faults here if it reads a sleeper's frame */
+    ck_assert_int_eq(eco_setup(NULL), 0); /* for the fixture's teardown */
+}
+END_TEST
+
 /* ---- overflow: reported and aborted, in a child process ---- */
 
 static volatile int overflow_limit = 1 << 30; /* far beyond any stack */
@@ -736,6 +770,7 @@ int main(void)
     tcase_add_test(tc, arena_allocation_and_reuse);
     tcase_add_test(tc, pool_limit_zero);
     tcase_add_test(tc, teardown_unpoisons_abandoned_stacks);
+    tcase_add_test(tc, teardown_leaves_sleepers_stacks_alone);
     suite_add_tcase(s, tc);
     /* The burst tests wait for the trim timer, a second or two each. */
     TCase *pool = rt_tcase("pool");
