@@ -110,10 +110,10 @@ struct eco_wait_ops {
 
 /*
  * The wait record: one per blocking call in progress, in the parked
- * coroutine's own frame (eco_sleep's in its record, co->sleep_wait; co->wait
- * points to it while it is parked).  The
- * kind's fields (an fd, a channel) live around it, in a struct of the
- * kind's own that starts with this one.
+ * coroutine's own frame (eco_sleep's in its record, co->sleep_wait);
+ * co->wait points to it while it is parked.  The kind's fields (an fd, a
+ * channel) live around it, in a struct of the kind's own that starts with
+ * this one.
  */
 struct eco_wait {
     const struct eco_wait_ops *ops;
